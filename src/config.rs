@@ -1,0 +1,344 @@
+//! Typed configuration. Defaults are the embedded single-machine setup, so bigd
+//! runs with no file at all; a TOML file and `BIGD_*` environment variables
+//! override them, in that order.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use ruma::OwnedServerName;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Matrix server name: the part after the colon in user ids.
+    pub server_name: OwnedServerName,
+    /// Socket addresses the client API listens on.
+    pub listen: Vec<SocketAddr>,
+    /// RocksDB, keys and media live under this folder.
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at (served in `.well-known/matrix/client`).
+    /// Unset: `http://<first listen address>`.
+    pub public_baseurl: Option<String>,
+    /// Log filter in `tracing` syntax (`RUST_LOG` wins when set).
+    pub log: String,
+    /// Log lines as JSON instead of text.
+    pub log_json: bool,
+    pub registration: RegistrationConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub well_known: WellKnownConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    pub enabled: bool,
+    /// Require an `m.login.registration_token` stage (tokens from `bigd create-registration-token`).
+    pub tokens_required: bool,
+    /// Allow open registration (enabled, no token) on a non-loopback listener.
+    pub open_on_public_listener: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of access tokens issued with a refresh token (`refresh_token: true`).
+    pub refreshable_access_token_lifetime_ms: u64,
+    /// How long an unfinished user-interactive auth session stays valid.
+    pub uia_session_lifetime_ms: u64,
+    /// Minimum password length for registration and password changes.
+    pub min_password_length: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    /// Login attempts per client IP.
+    pub login_per_ip: RateLimit,
+    /// Login attempts per account (any IP).
+    pub login_per_account: RateLimit,
+    /// Registration attempts per client IP.
+    pub register_per_ip: RateLimit,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WellKnownConfig {
+    /// `m.server` in `/.well-known/matrix/server` (e.g. "matrix.example.org:443").
+    /// Unset: the endpoint answers 404, as a server without delegation does.
+    pub server: Option<String>,
+    /// `m.homeserver.base_url` in `/.well-known/matrix/client`. Unset: `public_baseurl`.
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body for API requests, in bytes.
+    pub max_request_bytes: usize,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".try_into().expect("valid server name"),
+            listen: vec!["127.0.0.1:8008".parse().expect("valid address")],
+            data_dir: PathBuf::from("./bigd-data"),
+            public_baseurl: None,
+            log: "info".into(),
+            log_json: false,
+            registration: RegistrationConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            well_known: WellKnownConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tokens_required: false,
+            open_on_public_listener: false,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
+            uia_session_lifetime_ms: 15 * 60 * 1000,
+            min_password_length: 8,
+        }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_ip: RateLimit {
+                per_second: 0.2,
+                burst: 10,
+            },
+            login_per_account: RateLimit {
+                per_second: 0.1,
+                burst: 5,
+            },
+            register_per_ip: RateLimit {
+                per_second: 0.2,
+                burst: 5,
+            },
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// A configuration problem, naming the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `BIGD_*` environment variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("BIGD_").split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: relations between keys and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, what: &str| Err(ConfigError(format!("`{key}`: {what}")));
+        if self.listen.is_empty() {
+            return err(
+                "listen",
+                "needs at least one socket address, e.g. [\"127.0.0.1:8008\"]",
+            );
+        }
+        let reg = &self.registration;
+        if reg.enabled && !reg.tokens_required && !reg.open_on_public_listener {
+            if let Some(public) = self.listen.iter().find(|a| !a.ip().is_loopback()) {
+                return err(
+                    "registration.open_on_public_listener",
+                    &format!(
+                        "open registration (registration.enabled = true, tokens_required = false) \
+                         is refused on the non-loopback listener {public}: anyone could create \
+                         accounts. Set registration.tokens_required = true, or \
+                         registration.enabled = false, or registration.open_on_public_listener = \
+                         true if you really want it"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = &self.public_baseurl {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("public_baseurl", "must be an http:// or https:// URL");
+            }
+        }
+        if let Some(url) = &self.well_known.client {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("well_known.client", "must be an http:// or https:// URL");
+            }
+        }
+        if self.auth.refreshable_access_token_lifetime_ms < 10_000 {
+            return err(
+                "auth.refreshable_access_token_lifetime_ms",
+                "must be at least 10000 (10 s)",
+            );
+        }
+        if self.auth.uia_session_lifetime_ms < 10_000 {
+            return err(
+                "auth.uia_session_lifetime_ms",
+                "must be at least 10000 (10 s)",
+            );
+        }
+        if self.http.max_request_bytes < 4096 {
+            return err("http.max_request_bytes", "must be at least 4096");
+        }
+        for (key, limit) in [
+            ("rate_limits.login_per_ip", self.rate_limits.login_per_ip),
+            (
+                "rate_limits.login_per_account",
+                self.rate_limits.login_per_account,
+            ),
+            (
+                "rate_limits.register_per_ip",
+                self.rate_limits.register_per_ip,
+            ),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) {
+                return err(key, "per_second must be a positive number");
+            }
+            if limit.burst == 0 {
+                return err(key, "burst must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL clients are told to use.
+    pub fn client_base_url(&self) -> String {
+        if let Some(url) = self
+            .well_known
+            .client
+            .as_ref()
+            .or(self.public_baseurl.as_ref())
+        {
+            return url.trim_end_matches('/').to_owned();
+        }
+        format!("http://{}", self.listen[0])
+    }
+}
+
+/// Figment's errors name the key and the source (file or env var); keep that.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")))
+                .unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_open_on_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert!(c.registration.enabled && !c.registration.tokens_required);
+    }
+
+    #[test]
+    fn open_registration_on_public_listener_is_refused() {
+        let mut c = Config {
+            listen: vec!["0.0.0.0:8008".parse().unwrap()],
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("registration.open_on_public_listener"), "{e}");
+        c.registration.tokens_required = true;
+        c.validate().unwrap();
+        c.registration.tokens_required = false;
+        c.registration.open_on_public_listener = true;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_and_env_override_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bigd.toml");
+        std::fs::write(
+            &path,
+            "server_name = \"example.org:8448\"\n[registration]\nenabled = false\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.server_name.as_str(), "example.org:8448");
+        assert!(!c.registration.enabled);
+
+        std::fs::write(&path, "[registration]\nenabled = \"maybe\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("registration.enabled"), "{e}");
+
+        std::fs::write(&path, "server_name = \"bad name!\"\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("server_name"), "{e}");
+
+        std::fs::write(&path, "listen_typo = 1\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("listen_typo"), "{e}");
+    }
+}

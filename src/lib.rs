@@ -1,0 +1,141 @@
+//! bigd: the homeserver of BIG Messenger.
+//!
+//! `Server::start(config)` opens the data folder, builds the services and serves
+//! the HTTP API on every configured listener; tests start it in-process.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod storage;
+pub mod users;
+pub mod util;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    auth::Auth,
+    config::Config,
+    error::{Error, Result},
+    storage::Engine,
+    users::Users,
+};
+
+/// Every service, built once at start and shared as the router's state.
+#[derive(Debug)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Engine,
+    pub users: Users,
+    pub auth: Auth,
+}
+
+impl Services {
+    /// Opens the data folder and builds the services (no network).
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        config
+            .validate()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let config = Arc::new(config);
+        let db = Engine::open(&config.data_dir.join("db"))?;
+        let users = Users::new(db.clone(), config.server_name.clone());
+        let auth = Auth::new(config.clone(), users.clone())?;
+        Ok(Arc::new(Self {
+            config,
+            db,
+            users,
+            auth,
+        }))
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub services: Arc<Services>,
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<Self> {
+        let listen = config.listen.clone();
+        let services = Services::open(config)?;
+        let app = api::router(services.clone());
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for addr in listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::internal(e.to_string()))?;
+            addrs.push(local);
+            let app = app
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let mut stop = shutdown.subscribe();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+            tracing::info!(%local, server_name = %services.config.server_name, "listening");
+        }
+        Ok(Self {
+            services,
+            addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// `http://` URL of the first listener.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addrs[0])
+    }
+
+    /// Runs until a listener fails or `shutdown` is called from elsewhere.
+    pub async fn wait(&mut self) -> Result<()> {
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::internal(format!("listener failed: {e}"))),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded), flushes storage.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still running after 10 s; closing them");
+            self.tasks.shutdown().await;
+        }
+        self.services.db.flush()?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// A handle that stops the server from another task (signal handlers).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}

@@ -1,0 +1,323 @@
+//! The storage engine: RocksDB with one column family per index, typed tables,
+//! atomic batches across tables, the two-phase counter and prefix watchers.
+
+pub mod codec;
+mod columns;
+mod counter;
+mod watch;
+
+use std::{marker::PhantomData, path::Path, sync::Arc};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options,
+    WriteBatch,
+};
+
+use self::watch::Watchers;
+pub use self::{
+    codec::{JsonValue, Key, Raw, Value, prefix},
+    columns::*,
+    counter::Counter,
+    watch::Watch,
+};
+use crate::error::{Error, Result};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// The schema this build writes. Bump it with a migration when a stored layout changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const SCHEMA_KEY: &str = "schema_version";
+const COUNTER_CEILING_KEY: &str = "counter_ceiling";
+
+/// A typed column family: keys of type `K`, values of type `V`.
+pub struct Table<K, V> {
+    pub name: &'static str,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for Table<K, V> {}
+
+impl<K, V> Table<K, V> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _types: PhantomData,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    counter: Counter,
+    watchers: Watchers,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the database at `path`, refusing one written by a newer bigd.
+    pub fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::internal(format!(
+                "cannot create database folder {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_open_files(512);
+        opts.increase_parallelism(2);
+        opts.set_keep_log_file_num(4);
+
+        // Column families this build does not know (written by a newer version)
+        // must still be opened, or RocksDB refuses; the schema check decides.
+        let existing = Db::list_cf(&opts, path).unwrap_or_default();
+        let mut names: Vec<String> = ALL_COLUMNS.iter().map(|s| s.to_string()).collect();
+        for name in existing {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let descriptors = names.into_iter().map(|name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_level_compaction_dynamic_level_bytes(true);
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
+        let db = Db::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {
+            Error::internal(format!(
+                "cannot open the database at {}: {e}",
+                path.display()
+            ))
+        })?;
+
+        let global = |key: &str| -> Result<Option<u64>> {
+            let cf = db.cf_handle(GLOBAL.name).expect("global column exists");
+            match db.get_pinned_cf(&cf, key.as_bytes())? {
+                Some(v) => Ok(Some(u64::from_bytes(&v)?)),
+                None => Ok(None),
+            }
+        };
+        match global(SCHEMA_KEY)? {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::internal(format!(
+                    "the database at {} has schema version {v}, newer than this bigd supports \
+                     ({SCHEMA_VERSION}); run a newer bigd or restore a backup",
+                    path.display()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let cf = db.cf_handle(GLOBAL.name).expect("global column exists");
+                db.put_cf(&cf, SCHEMA_KEY, SCHEMA_VERSION.to_bytes())?;
+            }
+        }
+        let ceiling = global(COUNTER_CEILING_KEY)?.unwrap_or(1);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                counter: Counter::new(ceiling),
+                watchers: Watchers::default(),
+            }),
+        })
+    }
+
+    fn cf(&self, name: &str) -> Arc<rocksdb::BoundColumnFamily<'_>> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .expect("every table is declared in columns.rs")
+    }
+
+    pub fn get<K: Key, V: Value>(&self, table: Table<K, V>, key: &K) -> Result<Option<V>> {
+        match self
+            .inner
+            .db
+            .get_pinned_cf(&self.cf(table.name), key.encode())?
+        {
+            Some(bytes) => Ok(Some(V::from_bytes(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains<K: Key, V: Value>(&self, table: Table<K, V>, key: &K) -> Result<bool> {
+        Ok(self
+            .inner
+            .db
+            .get_pinned_cf(&self.cf(table.name), key.encode())?
+            .is_some())
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>> {
+        self.scan_from(table, prefix, prefix, usize::MAX)
+    }
+
+    /// Up to `limit` entries with keys starting with `prefix`, from `start` on.
+    pub fn scan_from<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let cf = self.cf(table.name);
+        let iter = self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((K::decode(&k)?, V::from_bytes(&v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn batch(&self) -> Batch {
+        Batch {
+            engine: self.clone(),
+            inner: WriteBatch::default(),
+            written: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// Reserves the next global count for a change in a batch about to be written.
+    fn reserve_count(&self) -> Result<u64> {
+        self.inner.counter.reserve(|ceiling| {
+            self.inner.db.put_cf(
+                &self.cf(GLOBAL.name),
+                COUNTER_CEILING_KEY,
+                ceiling.to_bytes(),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The highest count below which every change is committed and readable.
+    pub fn visible_count(&self) -> u64 {
+        self.inner.counter.visible()
+    }
+
+    /// Registers a watch on `prefix` in `table`; register before reading.
+    pub fn watch<K, V>(&self, table: Table<K, V>, prefix: Vec<u8>) -> Watch {
+        self.inner.watchers.watch(table.name, prefix)
+    }
+
+    /// Flushes memtables: used on shutdown so a restart does not replay the WAL.
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_COLUMNS {
+            self.inner.db.flush_cf(&self.cf(name))?;
+        }
+        Ok(())
+    }
+}
+
+/// An atomic write across tables. Nothing is visible until `commit`; a batch
+/// dropped without commit writes nothing.
+pub struct Batch {
+    engine: Engine,
+    inner: WriteBatch,
+    written: Vec<(&'static str, Vec<u8>)>,
+    counts: Vec<u64>,
+}
+
+impl Batch {
+    pub fn put<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K, value: &V) {
+        let key = key.encode();
+        self.inner
+            .put_cf(&self.engine.cf(table.name), &key, value.to_bytes());
+        self.written.push((table.name, key));
+    }
+
+    pub fn delete<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K) {
+        let key = key.encode();
+        self.inner.delete_cf(&self.engine.cf(table.name), &key);
+        self.written.push((table.name, key));
+    }
+
+    /// Deletes every entry whose key starts with `prefix`.
+    pub fn delete_prefix<K: Key, V: Value>(
+        &mut self,
+        table: Table<K, V>,
+        prefix: &[u8],
+    ) -> Result<()> {
+        let cf = self.engine.cf(table.name);
+        let iter = self
+            .engine
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            self.inner.delete_cf(&cf, &k);
+            self.written.push((table.name, k.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// A new global count that becomes visible to readers when this batch commits.
+    pub fn next_count(&mut self) -> Result<u64> {
+        let count = self.engine.reserve_count()?;
+        self.counts.push(count);
+        Ok(count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        let inner = std::mem::take(&mut self.inner);
+        let result = self.engine.inner.db.write(inner);
+        self.release_counts();
+        result?;
+        let written = std::mem::take(&mut self.written);
+        self.engine
+            .inner
+            .watchers
+            .wake(written.iter().map(|(cf, k)| (*cf, k.as_slice())));
+        Ok(())
+    }
+
+    fn release_counts(&mut self) {
+        for count in self.counts.drain(..) {
+            self.engine.inner.counter.release(count);
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.release_counts();
+    }
+}
+
+#[cfg(test)]
+mod tests;

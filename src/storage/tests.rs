@@ -1,0 +1,174 @@
+use std::time::Duration;
+
+use super::*;
+
+fn temp_engine() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    (dir, engine)
+}
+
+const T: Table<(String, u64), Raw> = USERIDFILTERID_FILTER_TEST;
+// Tests write through a table whose key shape is (string, u64).
+const USERIDFILTERID_FILTER_TEST: Table<(String, u64), Raw> = Table::new("useridfilterid_filter");
+
+#[test]
+fn batch_writes_all_or_nothing() {
+    let (_dir, engine) = temp_engine();
+    let mut batch = engine.batch();
+    batch.put(T, &("a".into(), 1), &Raw(b"one".to_vec()));
+    batch.put(GLOBAL, &"x".to_owned(), &Raw(b"two".to_vec()));
+    // Not visible before commit.
+    assert!(engine.get(T, &("a".into(), 1)).unwrap().is_none());
+    batch.commit().unwrap();
+    assert_eq!(
+        engine.get(T, &("a".into(), 1)).unwrap(),
+        Some(Raw(b"one".to_vec()))
+    );
+    assert_eq!(
+        engine.get(GLOBAL, &"x".to_owned()).unwrap(),
+        Some(Raw(b"two".to_vec()))
+    );
+
+    // A dropped batch writes nothing and does not hold back the counter.
+    let mut batch = engine.batch();
+    batch.put(T, &("b".into(), 1), &Raw(vec![1]));
+    let n = batch.next_count().unwrap();
+    drop(batch);
+    assert!(engine.get(T, &("b".into(), 1)).unwrap().is_none());
+    assert_eq!(engine.visible_count(), n);
+}
+
+#[test]
+fn prefix_scan_returns_only_the_prefix_in_order() {
+    let (_dir, engine) = temp_engine();
+    let mut batch = engine.batch();
+    for (s, n) in [("ab", 1u64), ("a", 300), ("a", 2), ("b", 0), ("a", 255)] {
+        batch.put(T, &(s.to_owned(), n), &Raw(vec![]));
+    }
+    batch.commit().unwrap();
+    let got: Vec<u64> = engine
+        .scan_prefix(T, &prefix(&("a".to_owned(),)))
+        .unwrap()
+        .into_iter()
+        .map(|((_, n), _)| n)
+        .collect();
+    assert_eq!(got, vec![2, 255, 300]);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut batch = engine.batch();
+        batch.put(
+            GLOBAL,
+            &SCHEMA_KEY.to_owned(),
+            &Raw((SCHEMA_VERSION + 1).to_be_bytes().to_vec()),
+        );
+        batch.commit().unwrap();
+    }
+    let err = Engine::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("newer than this bigd supports"), "{err}");
+}
+
+#[test]
+fn counter_resumes_above_every_count_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = {
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut last = 0;
+        for _ in 0..1_500 {
+            let mut batch = engine.batch();
+            last = batch.next_count().unwrap();
+            batch.commit().unwrap();
+        }
+        last
+    };
+    let engine = Engine::open(dir.path()).unwrap();
+    let mut batch = engine.batch();
+    assert!(batch.next_count().unwrap() > last);
+}
+
+#[tokio::test]
+async fn watch_registered_before_read_never_misses_a_write() {
+    let (_dir, engine) = temp_engine();
+    let key_prefix = prefix(&("room".to_owned(),));
+    for i in 0..200u64 {
+        // Register, then "read", then a write races in before we sleep.
+        let mut watch = engine.watch(T, key_prefix.clone());
+        let writer = {
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut batch = engine.batch();
+                batch.put(T, &("room".to_owned(), i), &Raw(vec![]));
+                batch.commit().unwrap();
+            })
+        };
+        if i % 2 == 0 {
+            writer.await.unwrap(); // the write lands before we start waiting
+        }
+        tokio::time::timeout(Duration::from_secs(5), watch.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn watch_ignores_other_prefixes() {
+    let (_dir, engine) = temp_engine();
+    let mut watch = engine.watch(T, prefix(&("a".to_owned(),)));
+    let mut batch = engine.batch();
+    batch.put(T, &("ab".to_owned(), 1), &Raw(vec![]));
+    batch.commit().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), watch.changed())
+            .await
+            .is_err()
+    );
+    drop(watch);
+    // The abandoned registration is pruned on the next matching write.
+    let mut batch = engine.batch();
+    batch.put(T, &("a".to_owned(), 1), &Raw(vec![]));
+    batch.commit().unwrap();
+    assert_eq!(engine.inner.watchers.registered(T.name), 0);
+}
+
+#[test]
+fn counts_become_visible_only_after_commit_across_threads() {
+    let (_dir, engine) = temp_engine();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut last = 0;
+                for i in 0..250u64 {
+                    let mut batch = engine.batch();
+                    last = batch.next_count().unwrap();
+                    batch.put(T, &(format!("t{t}"), last), &Raw(i.to_be_bytes().to_vec()));
+                    batch.commit().unwrap();
+                }
+                last
+            })
+        })
+        .collect();
+    let highest = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .max()
+        .unwrap();
+    // Once every writer is done, everything up to the highest count is visible,
+    // and every count a reader can see has its data stored.
+    assert_eq!(engine.visible_count(), highest);
+    let total: usize = (0..4)
+        .map(|t| {
+            engine
+                .scan_prefix(T, &prefix(&(format!("t{t}"),)))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(total, 1_000);
+}
