@@ -219,10 +219,10 @@ impl Config {
                 return err("well_known.client", "must be an http:// or https:// URL");
             }
         }
-        if self.auth.refreshable_access_token_lifetime_ms < 10_000 {
+        if self.auth.refreshable_access_token_lifetime_ms < 1_000 {
             return err(
                 "auth.refreshable_access_token_lifetime_ms",
-                "must be at least 10000 (10 s)",
+                "must be at least 1000 (1 s)",
             );
         }
         if self.auth.uia_session_lifetime_ms < 10_000 {

@@ -61,20 +61,31 @@ pub struct Server {
 
 impl Server {
     /// Binds every listener and starts serving.
-    pub async fn start(config: Config) -> Result<Self> {
-        let listen = config.listen.clone();
-        let services = Services::open(config)?;
-        let app = api::router(services.clone());
-        let (shutdown, _) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut addrs = Vec::new();
-        for addr in listen {
+    pub async fn start(mut config: Config) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
             let local = listener
                 .local_addr()
                 .map_err(|e| Error::internal(e.to_string()))?;
+            listeners.push((listener, local));
+        }
+        // Without a configured public URL, clients are pointed at the first
+        // listener as bound (its real port, when the config asked for port 0).
+        if config.public_baseurl.is_none() {
+            config.public_baseurl = Some(format!("http://{}", listeners[0].1));
+        }
+        let services = Services::open(config)?;
+        let app = api::router(services.clone());
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for (listener, local) in listeners {
             addrs.push(local);
             let app = app
                 .clone()

@@ -1,1 +1,13 @@
+//! Black-box tests: bigd started in-process, talked to over real HTTP on loopback.
 
+mod account_data;
+mod accounts;
+mod cli;
+mod common;
+mod devices;
+mod discovery;
+mod http_layer;
+mod profile;
+mod rate_limits;
+mod restart;
+mod tokens;
