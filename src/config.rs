@@ -195,29 +195,31 @@ impl Config {
             );
         }
         let reg = &self.registration;
-        if reg.enabled && !reg.tokens_required && !reg.open_on_public_listener {
-            if let Some(public) = self.listen.iter().find(|a| !a.ip().is_loopback()) {
-                return err(
-                    "registration.open_on_public_listener",
-                    &format!(
-                        "open registration (registration.enabled = true, tokens_required = false) \
+        if reg.enabled
+            && !reg.tokens_required
+            && !reg.open_on_public_listener
+            && let Some(public) = self.listen.iter().find(|a| !a.ip().is_loopback())
+        {
+            return err(
+                "registration.open_on_public_listener",
+                &format!(
+                    "open registration (registration.enabled = true, tokens_required = false) \
                          is refused on the non-loopback listener {public}: anyone could create \
                          accounts. Set registration.tokens_required = true, or \
                          registration.enabled = false, or registration.open_on_public_listener = \
                          true if you really want it"
-                    ),
-                );
-            }
+                ),
+            );
         }
-        if let Some(url) = &self.public_baseurl {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return err("public_baseurl", "must be an http:// or https:// URL");
-            }
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return err("public_baseurl", "must be an http:// or https:// URL");
         }
-        if let Some(url) = &self.well_known.client {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return err("well_known.client", "must be an http:// or https:// URL");
-            }
+        if let Some(url) = &self.well_known.client
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return err("well_known.client", "must be an http:// or https:// URL");
         }
         if self.auth.refreshable_access_token_lifetime_ms < 1_000 {
             return err(

@@ -49,6 +49,26 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Writes a secret file readable only by this user, atomically (temp file + rename).
+pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> crate::error::Result<()> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| {
+        crate::error::Error::internal(format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(fail)?;
+    file.write_all(contents).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,24 +94,4 @@ mod tests {
         assert!(!constant_time_eq(b"same", b"sane"));
         assert!(!constant_time_eq(b"short", b"longer"));
     }
-}
-
-/// Writes a secret file readable only by this user, atomically (temp file + rename).
-pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> crate::error::Result<()> {
-    use std::io::Write;
-    let fail = |e: std::io::Error| {
-        crate::error::Error::internal(format!("cannot write {}: {e}", path.display()))
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(fail)?;
-    file.write_all(contents).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
 }

@@ -208,21 +208,17 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The peer address, or the first `X-Forwarded-For` hop when configured to trust it.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for {
-        if let Some(forwarded) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            if let Some(first) = forwarded
-                .split(',')
-                .next()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                return first.to_owned();
-            }
-        }
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    if trust_forwarded_for
+        && let Some(first) = forwarded
+            .and_then(|f| f.split(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    {
+        return first.to_owned();
     }
     parts
         .extensions

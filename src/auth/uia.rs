@@ -209,10 +209,10 @@ impl Auth {
                 if !session.completed.contains(&stage) {
                     session.completed.push(stage);
                 }
-                if let Some(token) = reserved_token {
-                    if let Some(old) = session.registration_token.replace(token) {
-                        self.registration_tokens.release(&old);
-                    }
+                if let Some(token) = reserved_token
+                    && let Some(old) = session.registration_token.replace(token)
+                {
+                    self.registration_tokens.release(&old);
                 }
                 Ok(())
             }
@@ -256,10 +256,8 @@ impl Auth {
         let mut sessions = self.uia.sessions.lock();
         sessions.retain(|_, s| {
             let alive = s.started.elapsed() < lifetime;
-            if !alive {
-                if let Some(token) = &s.registration_token {
-                    self.registration_tokens.release(token);
-                }
+            if !alive && let Some(token) = &s.registration_token {
+                self.registration_tokens.release(token);
             }
             alive
         });

@@ -15,9 +15,12 @@ use tokio::sync::watch;
 
 use super::codec::SEP;
 
+/// Registered prefixes per column, each with the channel its waiters sleep on.
+type Registry = HashMap<&'static str, HashMap<Vec<u8>, watch::Sender<u64>>>;
+
 #[derive(Debug, Default)]
 pub struct Watchers {
-    by_column: Mutex<HashMap<&'static str, HashMap<Vec<u8>, watch::Sender<u64>>>>,
+    by_column: Mutex<Registry>,
 }
 
 /// A registered watch. `changed().await` returns once a matching write committed

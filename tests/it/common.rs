@@ -28,9 +28,11 @@ pub struct Session {
 }
 
 pub fn test_config(data_dir: PathBuf) -> Config {
-    let mut config = Config::default();
-    config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    config.data_dir = data_dir;
+    let mut config = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        data_dir,
+        ..Config::default()
+    };
     config.rate_limits.enabled = false;
     config
 }
