@@ -179,7 +179,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("BIGD_").split("__"));
+        // BIGD_CONFIG_FILE and BIGD_ADMIN_PASSWORD are CLI inputs, not config keys.
+        let env = Env::prefixed("BIGD_")
+            .ignore(&["config_file", "admin_password"])
+            .split("__");
+        figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
         config.validate()?;
         Ok(config)
@@ -188,6 +192,9 @@ impl Config {
     /// Checks what types alone cannot: relations between keys and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, what: &str| Err(ConfigError(format!("`{key}`: {what}")));
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return err("log", &format!("not a valid log filter: {e}"));
+        }
         if self.listen.is_empty() {
             return err(
                 "listen",

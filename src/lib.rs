@@ -144,9 +144,4 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
-
-    /// A handle that stops the server from another task (signal handlers).
-    pub fn stopper(&self) -> watch::Sender<bool> {
-        self.shutdown.clone()
-    }
 }

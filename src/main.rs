@@ -169,14 +169,16 @@ fn open_offline(config: Config) -> Result<std::sync::Arc<Services>, String> {
 
 async fn serve(config: Config) -> Result<(), String> {
     let mut server = Server::start(config).await.map_err(|e| e.to_string())?;
-    let stopper = server.stopper();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stopper.send(true);
-    });
-    server.wait().await.map_err(|e| e.to_string())?;
-    server.shutdown().await.map_err(|e| e.to_string())
+    let outcome = tokio::select! {
+        result = server.wait() => result.map_err(|e| e.to_string()),
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    // Bounded: requests still running after the grace period are cut off.
+    let stopped = server.shutdown().await.map_err(|e| e.to_string());
+    outcome.and(stopped)
 }
 
 async fn shutdown_signal() {

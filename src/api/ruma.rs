@@ -212,9 +212,11 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
         .headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
+    // The last hop is the one our trusted proxy appended; earlier ones are the
+    // client's to choose.
     if trust_forwarded_for
         && let Some(first) = forwarded
-            .and_then(|f| f.split(',').next())
+            .and_then(|f| f.rsplit(',').next())
             .map(str::trim)
             .filter(|s| !s.is_empty())
     {

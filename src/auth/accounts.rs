@@ -171,8 +171,7 @@ impl Auth {
         let (tokens, staged, replaced) =
             self.sessions
                 .stage_login(&mut batch, &user, device_id, display_name, refresh_token)?;
-        batch.commit()?;
-        self.sessions.activate(staged, replaced);
+        self.sessions.commit_login(batch, staged, replaced)?;
         tracing::info!(%user, device = %tokens.device_id, "registered");
         Ok(Registered::LoggedIn(tokens))
     }
@@ -196,7 +195,7 @@ impl Auth {
         localpart: &str,
         password: Option<String>,
     ) -> Result<OwnedUserId> {
-        let user = self.check_username_available(localpart)?;
+        let user = self.check_username_available(&localpart.to_lowercase())?;
         if let Some(pw) = &password {
             self.check_password_strength(pw)?;
         }
@@ -248,8 +247,7 @@ impl Auth {
         let (tokens, staged, replaced) =
             self.sessions
                 .stage_login(&mut batch, &user, device_id, display_name, refresh_token)?;
-        batch.commit()?;
-        self.sessions.activate(staged, replaced);
+        self.sessions.commit_login(batch, staged, replaced)?;
         tracing::info!(%user, device = %tokens.device_id, "logged in");
         Ok(tokens)
     }
@@ -294,8 +292,7 @@ impl Auth {
             self.sessions
                 .stage_logout_all(&mut batch, user, Some(current_device))?
         };
-        batch.commit()?;
-        self.sessions.forget(forgotten);
+        self.sessions.commit_logout(batch, forgotten)?;
         tracing::info!(%user, "password changed");
         Ok(())
     }
@@ -312,8 +309,7 @@ impl Auth {
         let mut batch = self.users.db().batch();
         self.users.set_password_hash(&mut batch, user, hash)?;
         let forgotten = self.sessions.stage_logout_all(&mut batch, user, None)?;
-        batch.commit()?;
-        self.sessions.forget(forgotten);
+        self.sessions.commit_logout(batch, forgotten)?;
         Ok(())
     }
 
@@ -326,8 +322,7 @@ impl Auth {
         let forgotten = self.sessions.stage_logout_all(&mut batch, user, None)?;
         self.users.delete_all_account_data(&mut batch, user)?;
         self.users.delete_private_data(&mut batch, user)?;
-        batch.commit()?;
-        self.sessions.forget(forgotten);
+        self.sessions.commit_logout(batch, forgotten)?;
         tracing::info!(%user, "account deactivated");
         Ok(())
     }
@@ -348,8 +343,7 @@ impl Auth {
                     .stage_logout_device(&mut batch, user, device)?,
             );
         }
-        batch.commit()?;
-        self.sessions.forget(forgotten);
+        self.sessions.commit_logout(batch, forgotten)?;
         Ok(())
     }
 }

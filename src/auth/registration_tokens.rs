@@ -97,10 +97,24 @@ impl RegistrationTokens {
 
     /// Holds one use of the token for a registration in progress.
     pub fn reserve(&self, token: &str) -> Result<bool> {
-        if !self.is_usable(token)? {
+        // Read and reserve under one lock, so concurrent registrations cannot
+        // overrun the allowed uses. A registration commits its use before it
+        // releases its reservation, so a use is never counted zero times.
+        let mut pending = self.pending.lock();
+        let Some(info) = self.db.get(REGTOKEN_INFO, &token.to_owned())? else {
+            return Ok(false);
+        };
+        if info.expiry_time.is_some_and(|t| t <= now_ms()) {
             return Ok(false);
         }
-        *self.pending.lock().entry(token.to_owned()).or_default() += 1;
+        let held = pending.entry(token.to_owned()).or_default();
+        if info
+            .uses_allowed
+            .is_some_and(|allowed| info.completed + *held >= allowed)
+        {
+            return Ok(false);
+        }
+        *held += 1;
         Ok(true)
     }
 

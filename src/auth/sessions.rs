@@ -83,8 +83,8 @@ pub struct IssuedTokens {
     pub expires_in: Option<Duration>,
 }
 
-/// A session written into a batch; `Sessions::activate` makes it live after commit.
-#[must_use = "activate the session after committing its batch"]
+/// A session written into a batch; `Sessions::commit_login` makes it live.
+#[must_use = "commit the batch with Sessions::commit_login"]
 pub struct StagedSession {
     id: u64,
     record: SessionRecord,
@@ -114,10 +114,22 @@ impl std::fmt::Debug for Sessions {
 
 /// Loads the token signing key from `path`, creating it on first start.
 pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|e| Error::internal(format!("{} is not valid base64: {e}", path.display())));
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            return base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| {
+                    Error::internal(format!("{} is not valid base64: {e}", path.display()))
+                });
+        }
+        // Only a missing key is created: replacing an unreadable one would log everyone out.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
     }
     let key = random_bytes::<64>().to_vec();
     let encoded = base64::engine::general_purpose::STANDARD.encode(&key);
@@ -156,8 +168,13 @@ impl Sessions {
         let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => data.claims,
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                // Expired: a soft logout only if the session still exists.
+                let mut ignoring_expiry = self.validation.clone();
+                ignoring_expiry.validate_exp = false;
+                let alive = jsonwebtoken::decode::<Claims>(token, &self.decoding, &ignoring_expiry)
+                    .is_ok_and(|d| self.live.read().contains_key(&d.claims.sid));
                 return Err(Error::unknown_token(
-                    true,
+                    alive,
                     "The access token has expired; use your refresh token or log in again",
                 ));
             }
@@ -200,18 +217,31 @@ impl Sessions {
             self.mark_generation_used(claims.sid)?;
         }
         if write_last_seen {
-            if let Some(s) = self.live.write().get_mut(&claims.sid) {
-                s.last_seen_ip = Some(ip.to_owned());
-                s.last_seen_written_ms = now;
+            let _guard = self.users.device_lock();
+            // A device logged out meanwhile must not be written back.
+            let still_live = match self.live.write().get_mut(&claims.sid) {
+                Some(s) => {
+                    s.last_seen_ip = Some(ip.to_owned());
+                    s.last_seen_written_ms = now;
+                    true
+                }
+                None => false,
+            };
+            if still_live {
+                self.users.record_last_seen_locked(
+                    &identity.user_id,
+                    &identity.device_id,
+                    ip,
+                    now,
+                )?;
             }
-            self.users
-                .record_last_seen(&identity.user_id, &identity.device_id, ip, now)?;
         }
         Ok(identity)
     }
 
     /// The first use of a new token pair retires the previous refresh token for good.
     fn mark_generation_used(&self, sid: u64) -> Result<()> {
+        let _guard = self.users.device_lock();
         let record = {
             let mut live = self.live.write();
             let Some(s) = live.get_mut(&sid) else {
@@ -274,8 +304,16 @@ impl Sessions {
         Ok((tokens, StagedSession { id, record }, replaced))
     }
 
-    /// Makes a committed session live (and forgets the one it replaced, if any).
-    pub fn activate(&self, staged: StagedSession, replaced: Option<u64>) {
+    /// Commits a batch holding a staged login and makes the session live
+    /// (forgetting the one it replaced, if any).
+    pub fn commit_login(
+        &self,
+        batch: Batch,
+        staged: StagedSession,
+        replaced: Option<u64>,
+    ) -> Result<()> {
+        let _guard = self.users.device_lock();
+        batch.commit()?;
         let mut live = self.live.write();
         if let Some(old) = replaced {
             live.remove(&old);
@@ -288,10 +326,12 @@ impl Sessions {
                 last_seen_written_ms: 0,
             },
         );
+        Ok(())
     }
 
     /// Exchanges a refresh token for a new token pair.
     pub fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {
+        let guard = self.users.device_lock();
         let hash = sha256_hex(refresh_token.as_bytes());
         let unknown = || Error::unknown_token(false, "Unrecognised refresh token");
         let presented = self
@@ -311,6 +351,7 @@ impl Sessions {
             presented.generation + 1 == record.generation && !record.generation_used;
         if !current && !retry_of_previous {
             tracing::warn!(user = %record.user_id, device = %record.device_id, "spent refresh token reused; revoking the session");
+            drop(guard);
             self.logout_device(&record.user_id, &record.device_id)?;
             return Err(Error::unknown_token(
                 false,
@@ -343,8 +384,7 @@ impl Sessions {
         let Some(session) = self.stage_logout_device(&mut batch, user, device)? else {
             return Ok(false);
         };
-        batch.commit()?;
-        self.forget([session]);
+        self.commit_logout(batch, vec![session])?;
         Ok(true)
     }
 
@@ -379,11 +419,16 @@ impl Sessions {
         Ok(sessions)
     }
 
-    pub fn forget(&self, sessions: impl IntoIterator<Item = u64>) {
+    /// Commits a batch that deleted `sessions` and drops them from memory, so
+    /// their tokens fail from now on.
+    pub fn commit_logout(&self, batch: Batch, sessions: Vec<u64>) -> Result<()> {
+        let _guard = self.users.device_lock();
+        batch.commit()?;
         let mut live = self.live.write();
         for s in sessions {
             live.remove(&s);
         }
+        Ok(())
     }
 
     fn stage_delete_session(&self, batch: &mut Batch, session: u64) -> Result<()> {

@@ -61,7 +61,12 @@ struct Inner {
     db: Db,
     counter: Counter,
     watchers: Watchers,
+    /// Committed writes whose counts are not visible yet, with their highest
+    /// count: their watchers are woken once readers can see them.
+    unpublished: parking_lot::Mutex<Vec<(u64, Written)>>,
 }
+
+type Written = Vec<(&'static str, Vec<u8>)>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +138,7 @@ impl Engine {
                 db,
                 counter: Counter::new(ceiling),
                 watchers: Watchers::default(),
+                unpublished: Default::default(),
             }),
         })
     }
@@ -296,26 +302,49 @@ impl Batch {
     pub fn commit(mut self) -> Result<()> {
         let inner = std::mem::take(&mut self.inner);
         let result = self.engine.inner.db.write(inner);
-        self.release_counts();
+        let written = if result.is_ok() {
+            std::mem::take(&mut self.written)
+        } else {
+            Vec::new()
+        };
+        self.publish(written);
         result?;
-        let written = std::mem::take(&mut self.written);
-        self.engine
-            .inner
-            .watchers
-            .wake(written.iter().map(|(cf, k)| (*cf, k.as_slice())));
         Ok(())
     }
 
-    fn release_counts(&mut self) {
-        for count in self.counts.drain(..) {
-            self.engine.inner.counter.release(count);
+    /// Releases this batch's counts and wakes the watchers of every committed
+    /// write that has become visible: a waiter is only woken when a read would
+    /// actually return the change, even when batches commit out of count order.
+    fn publish(&mut self, written: Written) {
+        let engine = &self.engine.inner;
+        let ready = {
+            let mut unpublished = engine.unpublished.lock();
+            let highest = self.counts.iter().max().copied();
+            for count in self.counts.drain(..) {
+                engine.counter.release(count);
+            }
+            if !written.is_empty() {
+                unpublished.push((highest.unwrap_or(0), written));
+            }
+            let visible = engine.counter.visible();
+            unpublished
+                .extract_if(.., |(count, _)| *count <= visible)
+                .collect::<Vec<_>>()
+        };
+        for (_, written) in ready {
+            engine
+                .watchers
+                .wake(written.iter().map(|(cf, k)| (*cf, k.as_slice())));
         }
     }
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        self.release_counts();
+        if !self.counts.is_empty() {
+            // An abandoned batch may have been holding others back.
+            self.publish(Vec::new());
+        }
     }
 }
 

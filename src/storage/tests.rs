@@ -172,3 +172,45 @@ fn counts_become_visible_only_after_commit_across_threads() {
         .sum();
     assert_eq!(total, 1_000);
 }
+
+#[tokio::test]
+async fn watchers_wake_only_once_the_write_is_visible() {
+    let (_dir, engine) = temp_engine();
+    let p = prefix(&("room".to_owned(),));
+    let mut watch = engine.watch(T, p.clone());
+
+    // `low` takes a count first but commits last (it writes elsewhere).
+    let mut low = engine.batch();
+    low.next_count().unwrap();
+    low.put(T, &("other".to_owned(), 1), &Raw(vec![]));
+    let mut high = engine.batch();
+    let n = high.next_count().unwrap();
+    high.put(T, &("room".to_owned(), n), &Raw(vec![]));
+    high.commit().unwrap();
+
+    // Committed, but hidden behind `low`: a woken reader would find nothing.
+    assert!(engine.visible_count() < n);
+    assert!(!watch.has_changed().unwrap());
+
+    low.commit().unwrap();
+    assert_eq!(engine.visible_count(), n);
+    tokio::time::timeout(Duration::from_secs(1), watch.changed())
+        .await
+        .expect("woken")
+        .unwrap();
+
+    // The same holds when the holding batch is abandoned instead of committed.
+    let mut watch = engine.watch(T, p);
+    let mut abandoned = engine.batch();
+    abandoned.next_count().unwrap();
+    let mut high = engine.batch();
+    let n = high.next_count().unwrap();
+    high.put(T, &("room".to_owned(), n), &Raw(vec![]));
+    high.commit().unwrap();
+    assert!(!watch.has_changed().unwrap());
+    drop(abandoned);
+    tokio::time::timeout(Duration::from_secs(1), watch.changed())
+        .await
+        .expect("woken")
+        .unwrap();
+}

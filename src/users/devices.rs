@@ -68,6 +68,7 @@ impl Users {
         device: &ruma::DeviceId,
         display_name: Option<String>,
     ) -> Result<bool> {
+        let _guard = self.device_lock();
         let Some(mut record) = self.device(user, device)? else {
             return Ok(false);
         };
@@ -78,8 +79,8 @@ impl Users {
         Ok(true)
     }
 
-    /// Records where and when a device was last used.
-    pub fn record_last_seen(
+    /// Records where and when a device was last used. The caller holds `device_lock`.
+    pub fn record_last_seen_locked(
         &self,
         user: &UserId,
         device: &ruma::DeviceId,

@@ -35,11 +35,18 @@ impl JsonValue for AccountRecord {}
 pub struct Users {
     db: Engine,
     server_name: ruma::OwnedServerName,
+    /// Serialises every read-modify-write of devices and sessions with the
+    /// commits that delete them, so a stale write never resurrects a device.
+    device_lock: std::sync::Arc<parking_lot::Mutex<()>>,
 }
 
 impl Users {
     pub fn new(db: Engine, server_name: ruma::OwnedServerName) -> Self {
-        Self { db, server_name }
+        Self {
+            db,
+            server_name,
+            device_lock: Default::default(),
+        }
     }
 
     pub fn is_local(&self, user: &UserId) -> bool {
@@ -154,6 +161,12 @@ impl Users {
     /// Deletes everything stored per user that has no use once the account is gone.
     pub fn delete_private_data(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
         batch.delete_prefix(USERIDFILTERID_FILTER, &prefix(&(user.to_owned(),)))
+    }
+
+    /// Held while reading and rewriting a device or session, and while committing
+    /// a batch that deletes one.
+    pub fn device_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.device_lock.lock()
     }
 
     pub fn db(&self) -> &Engine {

@@ -79,8 +79,7 @@ pub async fn logout_all(
         .auth
         .sessions
         .stage_logout_all(&mut batch, &me.user_id, None)?;
-    batch.commit()?;
-    s.auth.sessions.forget(forgotten);
+    s.auth.sessions.commit_logout(batch, forgotten)?;
     Ok(logout_all::v3::Response::new().into())
 }
 
