@@ -195,3 +195,15 @@ async fn the_binary_serves_on_its_config_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn admin_password_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bigd(dir.path())
+        .env("BIGD_ADMIN_PASSWORD", PASSWORD)
+        .args(["create-user", "--username", "Env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("@env:localhost"));
+}
