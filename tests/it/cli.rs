@@ -204,6 +204,10 @@ fn admin_password_from_the_environment() {
         .args(["create-user", "--username", "Env"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("@env:localhost"));
 }
