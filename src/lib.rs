@@ -7,6 +7,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod federation;
+pub mod rooms;
 pub mod storage;
 pub mod users;
 pub mod util;
@@ -30,6 +32,8 @@ pub struct Services {
     pub db: Engine,
     pub users: Users,
     pub auth: Auth,
+    pub rooms: rooms::Rooms,
+    pub signing_key: Arc<federation::keys::SigningKey>,
 }
 
 impl Services {
@@ -42,11 +46,18 @@ impl Services {
         let db = Engine::open(&config.data_dir.join("db"))?;
         let users = Users::new(db.clone(), config.server_name.clone());
         let auth = Auth::new(config.clone(), users.clone())?;
+        let signing_key = Arc::new(federation::keys::SigningKey::load_or_create(
+            &config.data_dir.join("keys"),
+            &config.server_name,
+        )?);
+        let rooms = rooms::Rooms::new(db.clone(), config.server_name.clone(), signing_key.clone());
         Ok(Arc::new(Self {
             config,
             db,
             users,
             auth,
+            rooms,
+            signing_key,
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! The thin HTTP layer: one axum router over the services.
 
 pub mod client;
+pub mod federation;
 pub mod ruma;
 mod well_known;
 
@@ -20,7 +21,7 @@ use crate::{Services, error::Error};
 pub type AppState = Arc<Services>;
 
 pub fn router(services: AppState) -> Router {
-    let router = client::routes(Router::new()).merge(well_known::routes());
+    let router = federation::routes(client::routes(Router::new())).merge(well_known::routes());
     router
         .fallback(|| async {
             Error::unrecognized(

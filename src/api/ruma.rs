@@ -114,7 +114,12 @@ where
 
         let raw_body = read_body(body, state.config.http.max_request_bytes).await?;
         let request = http::Request::from_parts(parts, raw_body.as_ref());
-        let args: Vec<&str> = path_params.iter().map(|(_, value)| value).collect();
+        let mut args: Vec<&str> = path_params.iter().map(|(_, value)| value).collect();
+        // Routes registered by `ruma_empty_last` leave out a trailing empty
+        // parameter (an empty state key): supply it.
+        while args.len() < R::_path_parameters().len() {
+            args.push("");
+        }
         let body =
             R::try_from_http_request(request, &args).map_err(|e| request_error(e, &raw_body))?;
         Ok(Ruma {
@@ -283,6 +288,7 @@ impl IntoResponse for Error {
 /// A handler taking `State` and a `Ruma<R>`: it knows its own method and paths.
 pub trait RumaHandler<R> {
     fn add_to(self, router: Router<AppState>) -> Router<AppState>;
+    fn add_to_without_last(self, router: Router<AppState>) -> Router<AppState>;
 }
 
 impl<R, F, Fut, Resp> RumaHandler<R> for F
@@ -301,14 +307,36 @@ where
         }
         router
     }
+
+    fn add_to_without_last(self, mut router: Router<AppState>) -> Router<AppState> {
+        let filter =
+            MethodFilter::try_from(R::METHOD).expect("ruma endpoints use standard methods");
+        for path in R::PATH_BUILDER.all_paths() {
+            router = router.route(path, on(filter, self.clone()));
+            if let Some((base, last)) = path.rsplit_once('/')
+                && last.starts_with('{')
+            {
+                router = router.route(base, on(filter, self.clone()));
+                router = router.route(&format!("{base}/"), on(filter, self.clone()));
+            }
+        }
+        router
+    }
 }
 
 pub trait RouterExt {
     fn ruma<R, H: RumaHandler<R>>(self, handler: H) -> Self;
+    /// Like `ruma`, and also serves the paths with the last parameter empty
+    /// (`.../state/m.room.name` and `.../state/m.room.name/` for state key "").
+    fn ruma_empty_last<R, H: RumaHandler<R>>(self, handler: H) -> Self;
 }
 
 impl RouterExt for Router<AppState> {
     fn ruma<R, H: RumaHandler<R>>(self, handler: H) -> Self {
         handler.add_to(self)
+    }
+
+    fn ruma_empty_last<R, H: RumaHandler<R>>(self, handler: H) -> Self {
+        handler.add_to_without_last(self)
     }
 }

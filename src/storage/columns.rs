@@ -5,6 +5,7 @@ use ruma::{OwnedDeviceId, OwnedUserId};
 use super::{Raw, Table};
 use crate::{
     auth::{RefreshRecord, RegistrationToken, SessionRecord},
+    rooms::{EventMeta, MembershipRecord, RoomMeta, StateDiff},
     users::{AccountDataEntry, AccountRecord, DeviceRecord},
 };
 
@@ -36,6 +37,42 @@ pub const USERIDCOUNT_ACCOUNTDATAKEY: Table<(OwnedUserId, u64), Raw> =
 pub const USERIDFILTERID_FILTER: Table<(OwnedUserId, u64), Raw> =
     Table::new("useridfilterid_filter");
 
+// --- rooms ---
+
+/// Room metadata: short id, version, the current state snapshot, forward extremities.
+pub const ROOMID_META: Table<ruma::OwnedRoomId, RoomMeta> = Table::new("roomid_meta");
+/// Short room id to room id.
+pub const SHORTROOMID_ROOMID: Table<u64, Raw> = Table::new("shortroomid_roomid");
+/// Event id to its short id, and back.
+pub const EVENTID_SHORTEVENTID: Table<ruma::OwnedEventId, u64> = Table::new("eventid_shorteventid");
+pub const SHORTEVENTID_EVENTID: Table<u64, Raw> = Table::new("shorteventid_eventid");
+/// The signed PDU of each event as canonical JSON (redacted in place when redacted).
+pub const SHORTEVENTID_PDU: Table<u64, Raw> = Table::new("shorteventid_pdu");
+/// Per event: room, timeline position, the state snapshot before it, redaction.
+pub const SHORTEVENTID_META: Table<u64, EventMeta> = Table::new("shorteventid_meta");
+/// The timeline: (short room id, count) -> short event id.
+pub const SHORTROOMIDCOUNT_SHORTEVENTID: Table<(u64, u64), u64> =
+    Table::new("shortroomidcount_shorteventid");
+/// (event type, state key) to its short id, and back.
+pub const STATEKEY_SHORTSTATEKEY: Table<(String, String), u64> =
+    Table::new("statekey_shortstatekey");
+pub const SHORTSTATEKEY_STATEKEY: Table<u64, Raw> = Table::new("shortstatekey_statekey");
+/// State snapshots, each a diff against a parent snapshot (or a full one).
+pub const SHORTSTATEHASH_STATEDIFF: Table<u64, StateDiff> = Table::new("shortstatehash_statediff");
+/// Membership of each user in each room they have been part of.
+pub const USERIDROOMID_MEMBERSHIP: Table<(OwnedUserId, ruma::OwnedRoomId), MembershipRecord> =
+    Table::new("useridroomid_membership");
+/// Transaction ids of sends, per device: (user, device, txn id) -> event id.
+pub const USERIDDEVICETXN_EVENTID: Table<(OwnedUserId, OwnedDeviceId, String), Raw> =
+    Table::new("useriddevicetxn_eventid");
+
+/// Room aliases: alias -> (room id, creator).
+pub const ALIAS_ROOM: Table<String, crate::rooms::AliasRecord> = Table::new("alias_room");
+/// Aliases of each room: (room id, alias) -> ().
+pub const ROOMIDALIAS_: Table<(ruma::OwnedRoomId, String), ()> = Table::new("roomidalias_");
+/// Rooms published in the public room directory.
+pub const PUBLICROOMID_: Table<ruma::OwnedRoomId, ()> = Table::new("publicroomid_");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -47,4 +84,19 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDROOMIDTYPE_ACCOUNTDATA.name,
     USERIDCOUNT_ACCOUNTDATAKEY.name,
     USERIDFILTERID_FILTER.name,
+    ROOMID_META.name,
+    SHORTROOMID_ROOMID.name,
+    EVENTID_SHORTEVENTID.name,
+    SHORTEVENTID_EVENTID.name,
+    SHORTEVENTID_PDU.name,
+    SHORTEVENTID_META.name,
+    SHORTROOMIDCOUNT_SHORTEVENTID.name,
+    STATEKEY_SHORTSTATEKEY.name,
+    SHORTSTATEKEY_STATEKEY.name,
+    SHORTSTATEHASH_STATEDIFF.name,
+    USERIDROOMID_MEMBERSHIP.name,
+    USERIDDEVICETXN_EVENTID.name,
+    ALIAS_ROOM.name,
+    ROOMIDALIAS_.name,
+    PUBLICROOMID_.name,
 ];

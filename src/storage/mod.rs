@@ -202,6 +202,35 @@ impl Engine {
         Ok(out)
     }
 
+    /// Up to `limit` entries with keys starting with `prefix` and below `before`,
+    /// in descending key order.
+    pub fn scan_rev<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        prefix: &[u8],
+        before: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        let cf = self.cf(table.name);
+        let mut iter = self.inner.db.raw_iterator_cf(&cf);
+        iter.seek_for_prev(before);
+        let mut out = Vec::new();
+        while iter.valid() && out.len() < limit {
+            let (Some(k), Some(v)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if k < before {
+                out.push((K::decode(k)?, V::from_bytes(v)?));
+            }
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
     pub fn batch(&self) -> Batch {
         Batch {
             engine: self.clone(),

@@ -214,3 +214,25 @@ async fn watchers_wake_only_once_the_write_is_visible() {
         .expect("woken")
         .unwrap();
 }
+
+#[test]
+fn reverse_scan_stays_in_the_prefix_below_the_bound() {
+    let (_dir, engine) = temp_engine();
+    let mut batch = engine.batch();
+    for (s, n) in [("a", 1u64), ("a", 5), ("a", 9), ("b", 2), ("ab", 3)] {
+        batch.put(T, &(s.to_owned(), n), &Raw(vec![]));
+    }
+    batch.commit().unwrap();
+    let p = prefix(&("a".to_owned(),));
+    let got = |before: u64, limit| -> Vec<u64> {
+        engine
+            .scan_rev(T, &p, &("a".to_owned(), before).encode(), limit)
+            .unwrap()
+            .into_iter()
+            .map(|((_, n), _)| n)
+            .collect()
+    };
+    assert_eq!(got(9, 10), vec![5, 1]);
+    assert_eq!(got(100, 2), vec![9, 5]);
+    assert_eq!(got(1, 10), Vec::<u64>::new());
+}

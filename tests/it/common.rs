@@ -195,3 +195,53 @@ pub fn password_auth(user: &str, session: Option<&str>) -> Value {
     }
     auth
 }
+
+impl TestServer {
+    pub async fn create_room(&self, who: &Session, body: Value) -> String {
+        let (status, resp) = self
+            .post("/_matrix/client/v3/createRoom", Some(&who.token), body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {resp}");
+        resp["room_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a text message with a fresh transaction id; returns the response.
+    pub async fn send_text(&self, who: &Session, room: &str, text: &str) -> (StatusCode, Value) {
+        let txn = format!(
+            "t{}",
+            TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            Some(&who.token),
+            json!({ "msgtype": "m.text", "body": text }),
+        )
+        .await
+    }
+
+    pub async fn send_ok(&self, who: &Session, room: &str, text: &str) -> String {
+        let (status, resp) = self.send_text(who, room, text).await;
+        assert_eq!(status, StatusCode::OK, "send: {resp}");
+        resp["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn join(&self, who: &Session, room: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/_matrix/client/v3/join/{room}"),
+            Some(&who.token),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn invite(&self, who: &Session, room: &str, user: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            Some(&who.token),
+            json!({ "user_id": user }),
+        )
+        .await
+    }
+}
+
+static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

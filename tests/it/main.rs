@@ -10,4 +10,5 @@ mod http_layer;
 mod profile;
 mod rate_limits;
 mod restart;
+mod rooms;
 mod tokens;

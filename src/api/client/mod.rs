@@ -3,9 +3,12 @@
 mod account;
 mod account_data;
 mod devices;
-mod discovery;
+mod directory;
+pub mod discovery;
 mod filter;
+mod membership;
 mod profile;
+mod rooms;
 mod session;
 
 use axum::Router;
@@ -56,6 +59,37 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // filters
         .ruma(filter::create)
         .ruma(filter::get)
+        // rooms
+        .ruma(rooms::create)
+        .ruma(rooms::joined)
+        .ruma(rooms::send_message)
+        .ruma_empty_last(rooms::send_state)
+        .ruma_empty_last(rooms::state_event)
+        .ruma(rooms::state)
+        .ruma(rooms::get_event)
+        .ruma(rooms::messages)
+        .ruma(rooms::members)
+        .ruma(rooms::joined_members)
+        .ruma(rooms::redact)
+        // membership
+        .ruma(membership::invite)
+        .ruma(membership::join_by_id)
+        .ruma(membership::join_by_id_or_alias)
+        .ruma(membership::leave)
+        .ruma(membership::kick)
+        .ruma(membership::ban)
+        .ruma(membership::unban)
+        .ruma(membership::forget)
+        .ruma(membership::knock)
+        // aliases and directory
+        .ruma(directory::create)
+        .ruma(directory::get)
+        .ruma(directory::delete)
+        .ruma(directory::room_aliases)
+        .ruma(directory::get_visibility)
+        .ruma(directory::set_visibility)
+        .ruma(directory::public_rooms)
+        .ruma(directory::public_rooms_filtered)
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.

@@ -1,0 +1,415 @@
+//! The write path: build a PDU for a local event, sign it, authorize it against
+//! the room's current state with the spec's auth rules, and write it with all
+//! its indexes in one batch.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, UserId,
+    api::error::ErrorKind,
+    canonical_json::{CanonicalJsonObject, CanonicalJsonValue, redact_in_place},
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    signatures::{hash_and_sign_event, reference_hash},
+    state_res::{
+        auth_types_for_event, check_pdu_format, check_state_dependent_auth_rules,
+        check_state_independent_auth_rules,
+    },
+};
+use serde_json::Value;
+
+use super::{EventMeta, MembershipRecord, Pdu, RoomMeta, Rooms, state::StateMap};
+use crate::{
+    error::{Error, Result},
+    storage::{
+        Batch, EVENTID_SHORTEVENTID, ROOMID_META, Raw, SHORTEVENTID_EVENTID, SHORTEVENTID_META,
+        SHORTEVENTID_PDU, SHORTROOMID_ROOMID, SHORTROOMIDCOUNT_SHORTEVENTID,
+        USERIDDEVICETXN_EVENTID, USERIDROOMID_MEMBERSHIP,
+    },
+    util::now_ms,
+};
+
+/// A local event to append.
+#[derive(Debug, Clone)]
+pub struct EventDraft {
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Value,
+    /// For redactions: the event redacted.
+    pub redacts: Option<OwnedEventId>,
+    /// The sending device and transaction id, for idempotent sends.
+    pub txn: Option<(String, String)>,
+}
+
+impl EventDraft {
+    pub fn new(kind: impl Into<TimelineEventType>, content: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            state_key: None,
+            content,
+            redacts: None,
+            txn: None,
+        }
+    }
+
+    pub fn state(
+        kind: impl Into<TimelineEventType>,
+        state_key: impl Into<String>,
+        content: Value,
+    ) -> Self {
+        Self {
+            state_key: Some(state_key.into()),
+            ..Self::new(kind, content)
+        }
+    }
+}
+
+pub(super) fn rules_of(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    version
+        .rules()
+        .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))
+}
+
+fn forbidden(reason: impl std::fmt::Display) -> Error {
+    Error::new(
+        StatusCode::FORBIDDEN,
+        ErrorKind::Forbidden,
+        format!("The event is not allowed: {reason}"),
+    )
+}
+
+fn to_canonical(value: Value) -> Result<CanonicalJsonValue> {
+    CanonicalJsonValue::try_from(value)
+        .map_err(|e| Error::bad_json(format!("Event content is not canonical JSON: {e}")))
+}
+
+impl Rooms {
+    /// Appends a local event to a room: the one way events enter a room's timeline.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+    ) -> Result<OwnedEventId> {
+        let handle = self.handle(room);
+        let _guard = handle.lock.lock().await;
+        // A retried send returns the event it created the first time.
+        if let Some((device, txn)) = &draft.txn
+            && let Some(existing) = self.event_for_txn(sender, device, txn)?
+        {
+            return Ok(existing);
+        }
+        let meta = self.require_meta(room)?;
+        let (pdu, obj) = self.build_and_authorize(room, &meta, sender, &draft)?;
+        let event_id = pdu.event_id.clone();
+        self.write(room, meta, pdu, obj, &draft)?;
+        Ok(event_id)
+    }
+
+    fn event_for_txn(
+        &self,
+        sender: &UserId,
+        device: &str,
+        txn: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let key = (sender.to_owned(), device.into(), txn.to_owned());
+        match self.db.get(USERIDDEVICETXN_EVENTID, &key)? {
+            Some(Raw(id)) => {
+                Ok(OwnedEventId::try_from(String::from_utf8_lossy(&id).into_owned()).ok())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The state event for (type, key) in `state`.
+    pub(super) fn state_event(
+        &self,
+        state: &StateMap,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<Arc<Pdu>>> {
+        let Some(short_key) = self.state.short_key(kind, key)? else {
+            return Ok(None);
+        };
+        match state.get(&short_key) {
+            Some(&short_event) => self.pdu(short_event),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds the signed PDU and checks it against the auth rules and the
+    /// room's current state.
+    fn build_and_authorize(
+        &self,
+        room: &RoomId,
+        meta: &RoomMeta,
+        sender: &UserId,
+        draft: &EventDraft,
+    ) -> Result<(Arc<Pdu>, CanonicalJsonObject)> {
+        let rules = rules_of(&meta.version)?;
+        let state = self.state.load(meta.current_state)?;
+        let content_raw = serde_json::value::to_raw_value(&draft.content)?;
+
+        let auth_types = auth_types_for_event(
+            &draft.kind,
+            sender,
+            draft.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(forbidden)?;
+        let mut auth_events = Vec::new();
+        for (kind, key) in &auth_types {
+            if let Some(pdu) = self.state_event(&state, &kind.to_string(), key)? {
+                if !auth_events.contains(&pdu.event_id) {
+                    auth_events.push(pdu.event_id.clone());
+                }
+            }
+        }
+        let mut depth = 0;
+        for prev in &meta.leaves {
+            if let Some(pdu) = self.pdu_by_id(prev)? {
+                depth = depth.max(pdu.depth());
+            }
+        }
+
+        let mut obj = CanonicalJsonObject::new();
+        obj.insert("room_id".into(), room.as_str().into());
+        obj.insert("sender".into(), sender.as_str().into());
+        obj.insert(
+            "origin_server_ts".into(),
+            to_canonical(serde_json::json!(MilliSecondsSinceUnixEpoch::now()))?,
+        );
+        obj.insert("type".into(), draft.kind.to_string().into());
+        obj.insert("content".into(), to_canonical(draft.content.clone())?);
+        if let Some(key) = &draft.state_key {
+            obj.insert("state_key".into(), key.clone().into());
+        }
+        let ids = |ids: &[OwnedEventId]| {
+            CanonicalJsonValue::Array(ids.iter().map(|e| e.as_str().into()).collect())
+        };
+        obj.insert("prev_events".into(), ids(&meta.leaves));
+        obj.insert("auth_events".into(), ids(&auth_events));
+        obj.insert(
+            "depth".into(),
+            to_canonical(serde_json::json!((depth + 1).min(i64::MAX as u64 / 2)))?,
+        );
+        if let Some(redacts) = &draft.redacts
+            && !rules.redaction.content_field_redacts
+        {
+            obj.insert("redacts".into(), redacts.as_str().into());
+        }
+        self.sign_and_check(room, &rules, obj, &state)
+    }
+
+    /// Signs `obj`, derives its event id and runs the auth rules against `state`.
+    pub(super) fn sign_and_check(
+        &self,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        mut obj: CanonicalJsonObject,
+        state: &StateMap,
+    ) -> Result<(Arc<Pdu>, CanonicalJsonObject)> {
+        let event_id = self.sign(rules, &mut obj)?;
+        let pdu = self.check(room, rules, event_id, &obj, state)?;
+        Ok((pdu, obj))
+    }
+
+    /// Adds the content hash and our signature; returns the event id.
+    pub(super) fn sign(
+        &self,
+        rules: &RoomVersionRules,
+        obj: &mut CanonicalJsonObject,
+    ) -> Result<OwnedEventId> {
+        hash_and_sign_event(
+            self.server_name.as_str(),
+            self.key.pair(),
+            obj,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("Cannot sign the event: {e}")))?;
+        let hash = reference_hash(obj, rules)
+            .map_err(|e| Error::bad_json(format!("Cannot hash the event: {e}")))?;
+        EventId::new_v2_or_v3(&hash).map_err(|e| Error::internal(format!("event id: {e}")))
+    }
+
+    /// Runs the format check and the auth rules (against `state`, the state before the event).
+    pub(super) fn check(
+        &self,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        event_id: OwnedEventId,
+        obj: &CanonicalJsonObject,
+        state: &StateMap,
+    ) -> Result<Arc<Pdu>> {
+        check_pdu_format(obj, &rules.event_format)
+            .map_err(|e| Error::too_large(format!("Invalid event: {e}")))?;
+        let json = serde_json::value::to_raw_value(obj)?;
+        let pdu = Arc::new(Pdu::from_json(event_id, room.to_owned(), json)?);
+        check_state_independent_auth_rules(&rules.authorization, &*pdu, |id| {
+            self.pdu_by_id(id).ok().flatten()
+        })
+        .map_err(forbidden)?;
+        check_state_dependent_auth_rules(
+            &rules.authorization,
+            &*pdu,
+            |kind: &StateEventType, key| {
+                self.state_event(state, &kind.to_string(), key)
+                    .ok()
+                    .flatten()
+            },
+        )
+        .map_err(forbidden)?;
+        Ok(pdu)
+    }
+
+    /// Writes an authorized event and every index it touches in one batch.
+    pub(super) fn write(
+        &self,
+        room: &RoomId,
+        mut meta: RoomMeta,
+        pdu: Arc<Pdu>,
+        obj: CanonicalJsonObject,
+        draft: &EventDraft,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        if meta.short == 0 {
+            // The create event of a new room: the room gets its short id now.
+            meta.short = batch.next_count()?;
+            batch.put(
+                SHORTROOMID_ROOMID,
+                &meta.short,
+                &Raw(room.as_bytes().to_vec()),
+            );
+        }
+        let count = batch.next_count()?;
+        let short = count;
+        let state = self.state.load(meta.current_state)?;
+        let mut event_meta = EventMeta {
+            short_room: meta.short,
+            count,
+            state_before: meta.current_state,
+            replaces_state: None,
+            redacted_by: None,
+            txn: draft.txn.clone(),
+        };
+        if let Some(key) = pdu.state_key() {
+            let short_key = self
+                .state
+                .short_key_or_create(&pdu.kind().to_string(), key)?;
+            event_meta.replaces_state = state.get(&short_key).copied();
+            meta.current_state = self.state.stage(
+                &mut batch,
+                meta.current_state,
+                vec![(short_key, short)],
+                Vec::new(),
+            )?;
+        }
+        meta.leaves = vec![pdu.event_id.clone()];
+
+        batch.put(EVENTID_SHORTEVENTID, &pdu.event_id, &short);
+        batch.put(
+            SHORTEVENTID_EVENTID,
+            &short,
+            &Raw(pdu.event_id.as_bytes().to_vec()),
+        );
+        batch.put(SHORTEVENTID_PDU, &short, &Raw(serde_json::to_vec(&obj)?));
+        batch.put(SHORTEVENTID_META, &short, &event_meta);
+        batch.put(SHORTROOMIDCOUNT_SHORTEVENTID, &(meta.short, count), &short);
+        batch.put(ROOMID_META, &room.to_owned(), &meta);
+        if *pdu.kind() == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok())
+        {
+            let record = MembershipRecord {
+                membership: pdu.content_str("membership").unwrap_or_default(),
+                count,
+                event: short,
+                forgotten: false,
+            };
+            batch.put(USERIDROOMID_MEMBERSHIP, &(target, room.to_owned()), &record);
+        }
+        if let Some((device, txn)) = &draft.txn {
+            let key = (pdu.sender().to_owned(), device.as_str().into(), txn.clone());
+            batch.put(
+                USERIDDEVICETXN_EVENTID,
+                &key,
+                &Raw(pdu.event_id.as_bytes().to_vec()),
+            );
+        }
+        if *pdu.kind() == TimelineEventType::RoomRedaction
+            && let Some(target) = pdu.redacts_id()
+        {
+            self.stage_redaction(&mut batch, &meta.version, target, &pdu.event_id)?;
+        }
+        batch.commit()?;
+        *self.handle(room).meta.lock() = Some(meta);
+        self.pdus.lock().put(short, pdu);
+        Ok(())
+    }
+
+    /// Strips a redacted event's content per its room version, in storage, so
+    /// every later read serves the redacted form.
+    fn stage_redaction(
+        &self,
+        batch: &mut Batch,
+        version: &RoomVersionId,
+        target: &EventId,
+        by: &EventId,
+    ) -> Result<()> {
+        let Some(short) = self.short_event_id(target)? else {
+            return Ok(());
+        };
+        let Some(Raw(json)) = self.db.get(SHORTEVENTID_PDU, &short)? else {
+            return Ok(());
+        };
+        let Some(mut meta) = self.event_meta(short)? else {
+            return Ok(());
+        };
+        let rules = rules_of(version)?;
+        let mut obj: CanonicalJsonObject = serde_json::from_slice(&json)?;
+        redact_in_place(&mut obj, &rules.redaction, None)
+            .map_err(|e| Error::internal(format!("cannot redact {target}: {e}")))?;
+        meta.redacted_by = Some(by.to_owned());
+        batch.put(SHORTEVENTID_PDU, &short, &Raw(serde_json::to_vec(&obj)?));
+        batch.put(SHORTEVENTID_META, &short, &meta);
+        self.pdus.lock().pop(&short);
+        Ok(())
+    }
+
+    /// Registers a new room whose create event is `create` (already signed and checked).
+    pub(super) fn write_new_room(
+        &self,
+        room: &OwnedRoomId,
+        version: RoomVersionId,
+        pdu: Arc<Pdu>,
+        obj: CanonicalJsonObject,
+    ) -> Result<()> {
+        let handle = self.handle(room);
+        let _guard = handle
+            .lock
+            .try_lock()
+            .map_err(|_| Error::internal("room id collision"))?;
+        if self.db.contains(ROOMID_META, room)? {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::RoomInUse,
+                "That room already exists",
+            ));
+        }
+        let meta = RoomMeta {
+            short: 0,
+            version,
+            current_state: super::state::EMPTY_STATE,
+            leaves: Vec::new(),
+            created_ts: now_ms(),
+        };
+        self.write(
+            room,
+            meta,
+            pdu,
+            obj,
+            &EventDraft::new(TimelineEventType::RoomCreate, Value::Null),
+        )
+    }
+}

@@ -1,0 +1,491 @@
+//! Reading rooms: the client format of events, history visibility, single
+//! events, `/messages` pagination, state and members.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use ruma::{EventId, OwnedUserId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::{EventMeta, Pdu, Rooms, state::StateMap};
+use crate::{
+    error::{Error, Result},
+    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, prefix},
+    util::now_ms,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    WorldReadable,
+    Shared,
+    Invited,
+    Joined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+/// Which events a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<OwnedUserId>>,
+    pub not_senders: Vec<OwnedUserId>,
+    pub lazy_load_members: bool,
+}
+
+impl EventFilter {
+    fn matches(&self, pdu: &Pdu) -> bool {
+        let kind = pdu.kind().to_string();
+        let type_ok = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => *pattern == kind,
+        };
+        self.types.as_ref().is_none_or(|t| t.iter().any(type_ok))
+            && !self.not_types.iter().any(type_ok)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|u| u == pdu.sender()))
+            && !self.not_senders.iter().any(|u| u == pdu.sender())
+    }
+}
+
+#[derive(Debug)]
+pub struct MessagesPage {
+    pub chunk: Vec<Value>,
+    pub start: String,
+    pub end: Option<String>,
+    pub state: Vec<Value>,
+}
+
+/// Pagination tokens name the boundary before a timeline count: `t<count>`.
+pub fn parse_token(token: &str) -> Result<u64> {
+    token
+        .strip_prefix('t')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            Error::invalid_param(format!(
+                "'{token}' is not a pagination token from this server"
+            ))
+        })
+}
+
+pub fn token(count: u64) -> String {
+    format!("t{count}")
+}
+
+/// How many stored events one page may look at, as a multiple of its limit,
+/// before it stops looking for visible ones.
+const SCAN_FACTOR: usize = 10;
+
+impl Rooms {
+    /// The client format of an event as `viewer` (user, device) sees it.
+    pub fn client_event(
+        &self,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        viewer: Option<(&UserId, &str)>,
+    ) -> Result<Value> {
+        let mut unsigned = Map::new();
+        unsigned.insert(
+            "age".into(),
+            json!(now_ms().saturating_sub(pdu.origin_server_ts())),
+        );
+        if let (Some((user, device)), Some((txn_device, txn))) = (viewer, &meta.txn)
+            && user == pdu.sender()
+            && device == txn_device
+        {
+            unsigned.insert("transaction_id".into(), json!(txn));
+        }
+        if let Some(prev) = meta.replaces_state.and_then(|s| self.pdu(s).ok().flatten()) {
+            unsigned.insert("prev_content".into(), prev.content_value());
+            unsigned.insert("prev_sender".into(), json!(prev.sender()));
+            unsigned.insert("replaces_state".into(), json!(prev.event_id));
+        }
+        if let Some(by) = &meta.redacted_by
+            && let Some(redaction) = self.pdu_by_id(by)?
+        {
+            let mut because = redaction.to_client(Map::new());
+            because.as_object_mut().map(|o| o.remove("unsigned"));
+            unsigned.insert("redacted_because".into(), because);
+        }
+        Ok(pdu.to_client(unsigned))
+    }
+
+    pub(super) fn visibility_in(&self, state: &StateMap) -> Result<Visibility> {
+        let setting = self
+            .state_event(state, "m.room.history_visibility", "")?
+            .and_then(|e| e.content_str("history_visibility"));
+        Ok(match setting.as_deref() {
+            Some("world_readable") => Visibility::WorldReadable,
+            Some("invited") => Visibility::Invited,
+            Some("joined") => Visibility::Joined,
+            _ => Visibility::Shared,
+        })
+    }
+
+    fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+        Ok(self
+            .state_event(state, "m.room.member", user.as_str())?
+            .and_then(|e| e.content_str("membership")))
+    }
+
+    /// The spec's history visibility rules for one event.
+    fn can_see(
+        &self,
+        user: &UserId,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        joined_until: Option<u64>,
+    ) -> Result<bool> {
+        let state = self.state.load(meta.state_before)?;
+        let visibility = self.visibility_in(&state)?;
+        if visibility == Visibility::WorldReadable {
+            return Ok(true);
+        }
+        // A user's own membership event counts as their membership at it.
+        let membership = if pdu.kind().to_string() == "m.room.member"
+            && pdu.state_key() == Some(user.as_str())
+        {
+            pdu.content_str("membership")
+        } else {
+            self.membership_in(&state, user)?
+        };
+        Ok(match membership.as_deref() {
+            Some("join") => true,
+            Some("invite") if visibility == Visibility::Invited => true,
+            // Shared history: visible to those who were joined at some point after it.
+            _ => {
+                visibility == Visibility::Shared
+                    && joined_until.is_some_and(|until| until > meta.count)
+            }
+        })
+    }
+
+    /// Until which count the user was (or is) joined, for shared history:
+    /// `u64::MAX` while joined; the count of the leaving event if they left a
+    /// room they had joined; `None` if they were never joined.
+    fn joined_until(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
+        let Some(record) = self
+            .db
+            .get(USERIDROOMID_MEMBERSHIP, &(user.to_owned(), room.to_owned()))?
+        else {
+            return Ok(None);
+        };
+        if record.membership == "join" {
+            return Ok(Some(u64::MAX));
+        }
+        let Some(meta) = self.event_meta(record.event)? else {
+            return Ok(None);
+        };
+        let before = self.state.load(meta.state_before)?;
+        Ok((self.membership_in(&before, user)?.as_deref() == Some("join")).then_some(record.count))
+    }
+
+    /// Whether the user may read the room's history at all.
+    fn ensure_can_read(&self, room: &RoomId, user: &UserId) -> Result<()> {
+        let meta = self.require_meta(room)?;
+        let state = self.state.load(meta.current_state)?;
+        let member_ever = self
+            .db
+            .contains(USERIDROOMID_MEMBERSHIP, &(user.to_owned(), room.to_owned()))?;
+        if member_ever || self.visibility_in(&state)? == Visibility::WorldReadable {
+            Ok(())
+        } else {
+            Err(Error::forbidden("You are not a member of this room"))
+        }
+    }
+
+    /// One event, if the user may see it (404 otherwise, as the spec asks).
+    pub fn event_for(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        viewer: (&UserId, &str),
+    ) -> Result<Value> {
+        let not_found = || Error::not_found("Event not found");
+        let short = self.short_event_id(event)?.ok_or_else(not_found)?;
+        let meta = self.event_meta(short)?.ok_or_else(not_found)?;
+        let pdu = self.pdu(short)?.ok_or_else(not_found)?;
+        if pdu.room_id != room {
+            return Err(not_found());
+        }
+        let until = self.joined_until(room, viewer.0)?;
+        if !self.can_see(viewer.0, &pdu, &meta, until)? {
+            return Err(not_found());
+        }
+        self.client_event(&pdu, &meta, Some(viewer))
+    }
+
+    /// A page of `/messages`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn messages(
+        &self,
+        room: &RoomId,
+        viewer: (&UserId, &str),
+        from: Option<&str>,
+        to: Option<&str>,
+        dir: Direction,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<MessagesPage> {
+        self.ensure_can_read(room, viewer.0)?;
+        let meta = self.require_meta(room)?;
+        let limit = limit.clamp(1, 1000);
+        let from = from.map(parse_token).transpose()?;
+        let to = to.map(parse_token).transpose()?;
+        let start = match (from, dir) {
+            (Some(n), _) => n,
+            (None, Direction::Backward) => u64::MAX,
+            (None, Direction::Forward) => 0,
+        };
+        let room_prefix = prefix(&(meta.short,));
+        let scan = limit * SCAN_FACTOR;
+        let rows = match dir {
+            Direction::Backward => self.db.scan_rev(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &room_prefix,
+                &(meta.short, start).encode(),
+                scan,
+            )?,
+            Direction::Forward => self.db.scan_from(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &room_prefix,
+                &(meta.short, start).encode(),
+                scan,
+            )?,
+        };
+        let until = self.joined_until(room, viewer.0)?;
+        let mut chunk = Vec::new();
+        let mut senders = BTreeSet::new();
+        let mut last_count = None;
+        let mut first_state = None;
+        let mut exhausted = rows.len() < scan;
+        for ((_, count), short) in rows {
+            let beyond_to = match (to, dir) {
+                (Some(to), Direction::Backward) => count < to,
+                (Some(to), Direction::Forward) => count >= to,
+                (None, _) => false,
+            };
+            if beyond_to {
+                exhausted = true;
+                break;
+            }
+            last_count = Some(count);
+            let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta(short)?) else {
+                continue;
+            };
+            if !filter.matches(&pdu) || !self.can_see(viewer.0, &pdu, &event_meta, until)? {
+                continue;
+            }
+            first_state.get_or_insert(event_meta.state_before);
+            senders.insert(pdu.sender().to_owned());
+            chunk.push(self.client_event(&pdu, &event_meta, Some(viewer))?);
+            if chunk.len() >= limit {
+                break;
+            }
+        }
+        if chunk.len() < limit && last_count.is_some() && !exhausted {
+            // The scan budget ran out on invisible events; the client continues from `end`.
+        } else if chunk.len() < limit {
+            exhausted = true;
+        }
+        let end = match (last_count, exhausted) {
+            (_, true) | (None, _) => None,
+            (Some(c), false) => Some(token(match dir {
+                Direction::Backward => c,
+                Direction::Forward => c + 1,
+            })),
+        };
+        let state = match (filter.lazy_load_members, first_state) {
+            (true, Some(hash)) => {
+                let state = self.state.load(hash)?;
+                let mut members = Vec::new();
+                for sender in &senders {
+                    if let Some(member) =
+                        self.state_event(&state, "m.room.member", sender.as_str())?
+                    {
+                        let short = self.short_event_id(&member.event_id)?.unwrap_or_default();
+                        if let Some(m) = self.event_meta(short)? {
+                            members.push(self.client_event(&member, &m, None)?);
+                        }
+                    }
+                }
+                members
+            }
+            _ => Vec::new(),
+        };
+        let start = match (from, dir) {
+            (Some(n), _) => token(n),
+            (None, Direction::Backward) => token(self.db.visible_count() + 1),
+            (None, Direction::Forward) => token(0),
+        };
+        Ok(MessagesPage {
+            chunk,
+            start,
+            end,
+            state,
+        })
+    }
+
+    /// The state the user may see: the current state while joined (or in a
+    /// world-readable room), the state when they left otherwise.
+    fn visible_state(&self, room: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
+        let meta = self.require_meta(room)?;
+        let current = self.state.load(meta.current_state)?;
+        let record = self
+            .db
+            .get(USERIDROOMID_MEMBERSHIP, &(user.to_owned(), room.to_owned()))?;
+        match record {
+            Some(r) if r.membership == "join" => Ok(current),
+            _ if self.visibility_in(&current)? == Visibility::WorldReadable => Ok(current),
+            Some(r) if r.membership == "leave" || r.membership == "ban" => {
+                let Some(leave) = self.event_meta(r.event)? else {
+                    return Err(Error::forbidden("No access"));
+                };
+                let before = self.state.load(leave.state_before)?;
+                let was_joined = self.membership_in(&before, user)?.as_deref() == Some("join");
+                if !was_joined {
+                    return Err(Error::forbidden("You were never joined to this room"));
+                }
+                // The state as they left it, including their leave.
+                let mut state = (*before).clone();
+                let key = self
+                    .state
+                    .short_key_or_create("m.room.member", user.as_str())?;
+                state.insert(key, r.event);
+                Ok(Arc::new(state))
+            }
+            _ => Err(Error::forbidden("You are not a member of this room")),
+        }
+    }
+
+    /// Every state event the user may see, in client format.
+    pub fn state_events_for(&self, room: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+        let state = self.visible_state(room, user)?;
+        self.state_events(&state)
+    }
+
+    fn state_events(&self, state: &StateMap) -> Result<Vec<Value>> {
+        let mut events = Vec::with_capacity(state.len());
+        for &short in state.values() {
+            if let (Some(pdu), Some(meta)) = (self.pdu(short)?, self.event_meta(short)?) {
+                events.push(self.client_event(&pdu, &meta, None)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// One state event's content.
+    pub fn state_content_for(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        kind: &str,
+        key: &str,
+    ) -> Result<Value> {
+        let state = self.visible_state(room, user)?;
+        self.state_event(&state, kind, key)?
+            .map(|e| e.content_value())
+            .ok_or_else(|| {
+                Error::not_found(format!("The room has no {kind} state with key '{key}'"))
+            })
+    }
+
+    /// Member events, optionally at a pagination token and filtered by membership.
+    pub fn members_for(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        at: Option<&str>,
+        membership: Option<&str>,
+        not_membership: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let mut state = self.visible_state(room, user)?;
+        if let Some(at) = at {
+            let count = parse_token(at)?;
+            let meta = self.require_meta(room)?;
+            let before = self.db.scan_rev(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &prefix(&(meta.short,)),
+                &(meta.short, count).encode(),
+                1,
+            )?;
+            if let Some((_, short)) = before.first()
+                && let Some(event_meta) = self.event_meta(*short)?
+            {
+                let mut at_state = (*self.state.load(event_meta.state_before)?).clone();
+                if let Some(pdu) = self.pdu(*short)?
+                    && let Some(key) = pdu.state_key()
+                {
+                    at_state.insert(
+                        self.state
+                            .short_key_or_create(&pdu.kind().to_string(), key)?,
+                        *short,
+                    );
+                }
+                state = Arc::new(at_state);
+            }
+        }
+        let mut members = Vec::new();
+        for (&key, &short) in state.iter() {
+            if self.state.key_of(key)?.0 != "m.room.member" {
+                continue;
+            }
+            let (Some(pdu), Some(meta)) = (self.pdu(short)?, self.event_meta(short)?) else {
+                continue;
+            };
+            let m = pdu.content_str("membership").unwrap_or_default();
+            if membership.is_some_and(|want| want != m)
+                || not_membership.is_some_and(|not| not == m)
+            {
+                continue;
+            }
+            members.push(self.client_event(&pdu, &meta, None)?);
+        }
+        Ok(members)
+    }
+
+    /// Joined members with their display names and avatars.
+    pub fn joined_members_for(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<(OwnedUserId, Value)>> {
+        if !self.is_joined(room, user)? {
+            let meta = self.require_meta(room)?;
+            let state = self.state.load(meta.current_state)?;
+            if self.visibility_in(&state)? != Visibility::WorldReadable {
+                return Err(Error::forbidden("You are not a member of this room"));
+            }
+        }
+        let meta = self.require_meta(room)?;
+        let state = self.state.load(meta.current_state)?;
+        let mut joined = Vec::new();
+        for (&key, &short) in state.iter() {
+            let (kind, member) = self.state.key_of(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let Some(pdu) = self.pdu(short)? else {
+                continue;
+            };
+            if pdu.content_str("membership").as_deref() != Some("join") {
+                continue;
+            }
+            let Ok(member) = UserId::parse(member) else {
+                continue;
+            };
+            let content = pdu.content_value();
+            joined.push((
+                member,
+                json!({ "display_name": content.get("displayname"), "avatar_url": content.get("avatar_url") }),
+            ));
+        }
+        Ok(joined)
+    }
+}
