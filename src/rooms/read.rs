@@ -264,7 +264,9 @@ impl Rooms {
         let mut senders = BTreeSet::new();
         let mut last_count = None;
         let mut first_state = None;
-        let mut exhausted = rows.len() < scan;
+        let scanned = rows.len();
+        let mut consumed = 0;
+        let mut reached_to = false;
         for ((_, count), short) in rows {
             let beyond_to = match (to, dir) {
                 (Some(to), Direction::Backward) => count < to,
@@ -272,9 +274,10 @@ impl Rooms {
                 (None, _) => false,
             };
             if beyond_to {
-                exhausted = true;
+                reached_to = true;
                 break;
             }
+            consumed += 1;
             last_count = Some(count);
             let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta(short)?) else {
                 continue;
@@ -289,17 +292,15 @@ impl Rooms {
                 break;
             }
         }
-        if chunk.len() < limit && last_count.is_some() && !exhausted {
-            // The scan budget ran out on invisible events; the client continues from `end`.
-        } else if chunk.len() < limit {
-            exhausted = true;
-        }
-        let end = match (last_count, exhausted) {
-            (_, true) | (None, _) => None,
-            (Some(c), false) => Some(token(match dir {
+        // More may follow unless the scan ran out of stored events or hit `to`.
+        // (A scan budget spent on invisible events also yields a token.)
+        let more = !reached_to && (consumed < scanned || scanned == scan);
+        let end = match (last_count, more) {
+            (Some(c), true) => Some(token(match dir {
                 Direction::Backward => c,
                 Direction::Forward => c + 1,
             })),
+            _ => None,
         };
         let state = match (filter.lazy_load_members, first_state) {
             (true, Some(hash)) => {

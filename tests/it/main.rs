@@ -11,4 +11,5 @@ mod profile;
 mod rate_limits;
 mod restart;
 mod rooms;
+mod timeline;
 mod tokens;

@@ -278,6 +278,14 @@ async fn non_members_cannot_read_or_send_and_bans_stick() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(s.join(&eve, &public).await.0, 200);
+    // Only members can invite; an invite to a private room lets eve in.
+    assert_error(
+        &s.invite(&eve, &room, "@eve:localhost").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_eq!(s.invite(&alice, &room, "@eve:localhost").await.0, 200);
+    assert_eq!(s.join(&eve, &room).await.0, 200);
     assert_error(
         &s.post(
             "/_matrix/client/v3/rooms/!nowhere:localhost/join",
