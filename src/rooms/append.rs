@@ -25,7 +25,7 @@ use crate::{
     storage::{
         Batch, EVENTID_SHORTEVENTID, ROOMID_META, Raw, SHORTEVENTID_EVENTID, SHORTEVENTID_META,
         SHORTEVENTID_PDU, SHORTROOMID_ROOMID, SHORTROOMIDCOUNT_SHORTEVENTID,
-        USERIDDEVICETXN_EVENTID, USERIDROOMID_MEMBERSHIP,
+        SHORTROOMIDTSCOUNT_SHORTEVENTID, USERIDDEVICETXN_EVENTID, USERIDROOMID_MEMBERSHIP,
     },
     util::now_ms,
 };
@@ -161,10 +161,10 @@ impl Rooms {
         .map_err(forbidden)?;
         let mut auth_events = Vec::new();
         for (kind, key) in &auth_types {
-            if let Some(pdu) = self.state_event(&state, &kind.to_string(), key)? {
-                if !auth_events.contains(&pdu.event_id) {
-                    auth_events.push(pdu.event_id.clone());
-                }
+            if let Some(pdu) = self.state_event(&state, &kind.to_string(), key)?
+                && !auth_events.contains(&pdu.event_id)
+            {
+                auth_events.push(pdu.event_id.clone());
             }
         }
         let mut depth = 0;
@@ -329,6 +329,13 @@ impl Rooms {
             };
             batch.put(USERIDROOMID_MEMBERSHIP, &(target, room.to_owned()), &record);
         }
+        self.stage_relation(&mut batch, meta.short, &pdu, short, count)?;
+        self.stage_search_tokens(&mut batch, meta.short, &pdu, short, count);
+        batch.put(
+            SHORTROOMIDTSCOUNT_SHORTEVENTID,
+            &(meta.short, pdu.origin_server_ts(), count),
+            &short,
+        );
         if let Some((device, txn)) = &draft.txn {
             let key = (pdu.sender().to_owned(), device.as_str().into(), txn.clone());
             batch.put(

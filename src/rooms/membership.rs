@@ -106,10 +106,11 @@ impl Rooms {
         let mut content = member_content("join", reason);
         content.extend(profile);
         let current = self.membership(room, user)?;
-        if current.as_deref() != Some("invite") && current.as_deref() != Some("join") {
-            if let Some(via) = self.restricted_join_authoriser(room, &meta, user)? {
-                content.insert("join_authorised_via_users_server".into(), json!(via));
-            }
+        if current.as_deref() != Some("invite")
+            && current.as_deref() != Some("join")
+            && let Some(via) = self.restricted_join_authoriser(room, &meta, user)?
+        {
+            content.insert("join_authorised_via_users_server".into(), json!(via));
         }
         self.set_membership(room, user, user, content).await
     }

@@ -11,7 +11,10 @@ mod create;
 mod membership;
 mod pdu;
 mod read;
+mod relations;
+mod search;
 mod state;
+mod upgrade;
 
 use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
 
@@ -26,6 +29,7 @@ pub use self::{
     create::{CreateRoom, Preset},
     pdu::Pdu,
     read::{Direction, EventFilter, MessagesPage, Visibility, parse_token, token},
+    search::{SearchHit, tokenize},
     state::{StateDiff, StateMap},
 };
 use crate::{

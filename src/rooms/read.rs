@@ -83,8 +83,27 @@ pub fn token(count: u64) -> String {
 const SCAN_FACTOR: usize = 10;
 
 impl Rooms {
-    /// The client format of an event as `viewer` (user, device) sees it.
+    /// The client format of an event as `viewer` (user, device) sees it, with
+    /// its relations bundled.
     pub fn client_event(
+        &self,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        viewer: Option<(&UserId, &str)>,
+    ) -> Result<Value> {
+        let mut event = self.client_event_inner(pdu, meta, viewer)?;
+        if let Some(relations) = self.bundled_relations(pdu, viewer.map(|v| v.0))? {
+            event["unsigned"]["m.relations"] = relations;
+        }
+        Ok(event)
+    }
+
+    /// The client format without bundled relations (for events inside a bundle).
+    pub(super) fn client_event_plain(&self, pdu: &Pdu, meta: &EventMeta) -> Result<Value> {
+        self.client_event_inner(pdu, meta, None)
+    }
+
+    fn client_event_inner(
         &self,
         pdu: &Pdu,
         meta: &EventMeta,
@@ -135,7 +154,7 @@ impl Rooms {
     }
 
     /// The spec's history visibility rules for one event.
-    fn can_see(
+    pub(super) fn can_see(
         &self,
         user: &UserId,
         pdu: &Pdu,
@@ -169,7 +188,7 @@ impl Rooms {
     /// Until which count the user was (or is) joined, for shared history:
     /// `u64::MAX` while joined; the count of the leaving event if they left a
     /// room they had joined; `None` if they were never joined.
-    fn joined_until(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
+    pub(super) fn joined_until(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
         let Some(record) = self
             .db
             .get(USERIDROOMID_MEMBERSHIP, &(user.to_owned(), room.to_owned()))?
@@ -187,7 +206,7 @@ impl Rooms {
     }
 
     /// Whether the user may read the room's history at all.
-    fn ensure_can_read(&self, room: &RoomId, user: &UserId) -> Result<()> {
+    pub(super) fn ensure_can_read(&self, room: &RoomId, user: &UserId) -> Result<()> {
         let meta = self.require_meta(room)?;
         let state = self.state.load(meta.current_state)?;
         let member_ever = self
@@ -335,7 +354,7 @@ impl Rooms {
 
     /// The state the user may see: the current state while joined (or in a
     /// world-readable room), the state when they left otherwise.
-    fn visible_state(&self, room: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
+    pub(super) fn visible_state(&self, room: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
         let meta = self.require_meta(room)?;
         let current = self.state.load(meta.current_state)?;
         let record = self

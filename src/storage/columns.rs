@@ -73,6 +73,22 @@ pub const ROOMIDALIAS_: Table<(ruma::OwnedRoomId, String), ()> = Table::new("roo
 /// Rooms published in the public room directory.
 pub const PUBLICROOMID_: Table<ruma::OwnedRoomId, ()> = Table::new("publicroomid_");
 
+/// Relations: (parent event id, child count) -> [child short id, rel_type, child type].
+pub const PARENTCOUNT_RELATION: Table<(String, u64), Raw> = Table::new("parentcount_relation");
+/// Threads by latest activity: (short room id, latest count) -> root event id.
+pub const SHORTROOMIDLATEST_THREADROOT: Table<(u64, u64), Raw> =
+    Table::new("shortroomidlatest_threadroot");
+/// The latest activity of each thread: (short room id, root event id) -> latest count.
+pub const SHORTROOMIDROOT_LATEST: Table<(u64, String), u64> = Table::new("shortroomidroot_latest");
+/// Full-text index of message bodies: (token, short room id, count) -> short event id.
+pub const TOKENSHORTROOMIDCOUNT_SHORTEVENTID: Table<(String, u64, u64), u64> =
+    Table::new("tokenshortroomidcount_shorteventid");
+/// Events by origin_server_ts: (short room id, ts, count) -> short event id.
+pub const SHORTROOMIDTSCOUNT_SHORTEVENTID: Table<(u64, u64, u64), u64> =
+    Table::new("shortroomidtscount_shorteventid");
+/// Content reports: id -> the report.
+pub const REPORTID_REPORT: Table<u64, Raw> = Table::new("reportid_report");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -99,4 +115,10 @@ pub const ALL_COLUMNS: &[&str] = &[
     ALIAS_ROOM.name,
     ROOMIDALIAS_.name,
     PUBLICROOMID_.name,
+    PARENTCOUNT_RELATION.name,
+    SHORTROOMIDLATEST_THREADROOT.name,
+    SHORTROOMIDROOT_LATEST.name,
+    TOKENSHORTROOMIDCOUNT_SHORTEVENTID.name,
+    SHORTROOMIDTSCOUNT_SHORTEVENTID.name,
+    REPORTID_REPORT.name,
 ];

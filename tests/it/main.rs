@@ -9,6 +9,7 @@ mod discovery;
 mod http_layer;
 mod profile;
 mod rate_limits;
+mod relations;
 mod restart;
 mod rooms;
 mod timeline;

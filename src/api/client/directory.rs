@@ -82,17 +82,16 @@ pub async fn set_visibility(
     Ok(set_room_visibility::v3::Response::new().into())
 }
 
-/// One page of the directory: `since` is the offset (`p<n>`) into the ordered list.
-fn page(
-    rooms: Vec<PublicRoom>,
-    since: Option<&str>,
-    limit: usize,
-) -> Result<(
+/// A directory page: the chunk, next and previous tokens, and the total.
+type DirectoryPage = (
     Vec<ruma::directory::PublicRoomsChunk>,
     Option<String>,
     Option<String>,
     usize,
-)> {
+);
+
+/// One page of the directory: `since` is the offset (`p<n>`) into the ordered list.
+fn page(rooms: Vec<PublicRoom>, since: Option<&str>, limit: usize) -> Result<DirectoryPage> {
     let offset = match since {
         Some(token) => token
             .strip_prefix('p')

@@ -8,7 +8,9 @@ pub mod discovery;
 mod filter;
 mod membership;
 mod profile;
+mod relations;
 mod rooms;
+mod search;
 mod session;
 
 use axum::Router;
@@ -71,6 +73,18 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(rooms::members)
         .ruma(rooms::joined_members)
         .ruma(rooms::redact)
+        .ruma(rooms::upgrade)
+        .ruma(rooms::summary)
+        .ruma(relations::all)
+        .ruma(relations::by_rel_type)
+        .ruma(relations::by_rel_and_event_type)
+        .ruma(relations::threads)
+        .ruma(search::search)
+        .ruma(search::context)
+        .ruma(search::timestamp_to_event)
+        .ruma(search::report_event)
+        .ruma(search::report_room)
+        .ruma(search::report_user)
         // membership
         .ruma(membership::invite)
         .ruma(membership::join_by_id)

@@ -29,7 +29,7 @@ use crate::{
         ruma::{Ruma, RumaResponse},
     },
     error::{Error, Result},
-    rooms::{CreateRoom, Direction, EventDraft, EventFilter, Preset},
+    rooms::{CreateRoom, Direction, EventDraft, Preset},
 };
 
 fn json_object(raw: &serde_json::value::RawValue, what: &str) -> Result<Map<String, Value>> {
@@ -258,14 +258,7 @@ pub async fn messages(
         ApiDirection::Backward => Direction::Backward,
         ApiDirection::Forward => Direction::Forward,
     };
-    let f = &body.filter;
-    let filter = EventFilter {
-        types: f.types.clone(),
-        not_types: f.not_types.clone(),
-        senders: f.senders.clone(),
-        not_senders: f.not_senders.clone(),
-        lazy_load_members: !f.lazy_load_options.is_disabled(),
-    };
+    let filter = super::search::event_filter(&body.filter);
     let limit = usize::try_from(u64::from(body.limit)).unwrap_or(1000);
     let page = s.rooms.messages(
         &body.room_id,
@@ -382,4 +375,64 @@ pub async fn redact(
         )
         .await?;
     Ok(ruma::api::client::redact::redact_event::v3::Response::new(event_id).into())
+}
+
+pub async fn upgrade(
+    State(s): State<AppState>,
+    req: Ruma<ruma::api::client::room::upgrade_room::v3::Request>,
+) -> Result<RumaResponse<ruma::api::client::room::upgrade_room::v3::Response>> {
+    let me = req.identity()?.clone();
+    let b = req.body;
+    if !ROOM_VERSIONS.contains(&b.new_version) {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::UnsupportedRoomVersion,
+            format!(
+                "Room version {} is not supported; use one of 10, 11, 12",
+                b.new_version
+            ),
+        ));
+    }
+    let profile = member_profile(&s, &me.user_id)?;
+    let new_room = s
+        .rooms
+        .upgrade(&b.room_id, &me.user_id, b.new_version, profile)
+        .await?;
+    Ok(ruma::api::client::room::upgrade_room::v3::Response::new(new_room).into())
+}
+
+/// MSC3266 room summary: for rooms the caller could join or peek into, or is
+/// in. Served as the summary's JSON (the spec's shape) rather than re-shaped.
+pub async fn summary(
+    State(s): State<AppState>,
+    req: Ruma<ruma::api::client::room::get_summary::v1::Request>,
+) -> Result<axum::Json<Value>> {
+    let b = &req.body;
+    let target: &ruma::RoomOrAliasId = &b.room_id_or_alias;
+    let not_found = || Error::not_found("Room not found, or you may not see it");
+    let room = match <&ruma::RoomId>::try_from(target) {
+        Ok(room) => room.to_owned(),
+        Err(alias) => s.rooms.resolve_alias(alias)?.ok_or_else(not_found)?,
+    };
+    if !s.rooms.exists(&room)? {
+        return Err(not_found());
+    }
+    let mut summary = s.rooms.summary(&room)?;
+    let membership = match &req.identity {
+        Some(me) => s.rooms.membership(&room, &me.user_id)?,
+        None => None,
+    };
+    let peekable = summary["world_readable"] == true
+        || matches!(
+            summary["join_rule"].as_str(),
+            Some("public" | "knock" | "knock_restricted" | "restricted")
+        );
+    let involved = matches!(membership.as_deref(), Some("join" | "invite" | "knock"));
+    if !peekable && !involved {
+        return Err(not_found());
+    }
+    if let Some(membership) = membership {
+        summary["membership"] = Value::String(membership);
+    }
+    Ok(axum::Json(summary))
 }
