@@ -8,6 +8,7 @@
 mod aliases;
 mod append;
 mod create;
+mod incoming;
 mod membership;
 mod pdu;
 mod read;
