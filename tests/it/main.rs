@@ -1,5 +1,6 @@
 //! Black-box tests: bigd started in-process, talked to over real HTTP on loopback.
 
+mod access;
 mod account_data;
 mod accounts;
 mod cli;
