@@ -293,7 +293,10 @@ impl Rooms {
             replaces_state: None,
             redacted_by: None,
             txn: draft.txn.clone(),
+            has_relations: false,
         };
+        let mut cache_metas = Vec::new();
+        let mut cache_pdus = Vec::new();
         if let Some(key) = pdu.state_key() {
             let short_key = self
                 .state
@@ -329,7 +332,9 @@ impl Rooms {
             };
             batch.put(USERIDROOMID_MEMBERSHIP, &(target, room.to_owned()), &record);
         }
-        self.stage_relation(&mut batch, meta.short, &pdu, short, count)?;
+        if let Some(parent) = self.stage_relation(&mut batch, meta.short, &pdu, short, count)? {
+            cache_metas.push(parent);
+        }
         self.stage_search_tokens(&mut batch, meta.short, &pdu, short, count);
         batch.put(
             SHORTROOMIDTSCOUNT_SHORTEVENTID,
@@ -347,41 +352,58 @@ impl Rooms {
         if *pdu.kind() == TimelineEventType::RoomRedaction
             && let Some(target) = pdu.redacts_id()
         {
-            self.stage_redaction(&mut batch, &meta.version, target, &pdu.event_id)?;
+            if let Some((target_short, target_meta, redacted)) =
+                self.stage_redaction(&mut batch, &meta.version, target, &pdu.event_id)?
+            {
+                cache_metas.push((target_short, target_meta));
+                cache_pdus.push((target_short, redacted));
+            }
         }
         batch.commit()?;
         *self.handle(room).meta.lock() = Some(meta);
-        self.pdus.lock().put(short, pdu);
+        cache_metas.push((short, event_meta));
+        cache_pdus.push((short, pdu));
+        self.cache_committed(cache_metas, cache_pdus);
         Ok(())
     }
 
     /// Strips a redacted event's content per its room version, in storage, so
-    /// every later read serves the redacted form.
+    /// every later read serves the redacted form. Returns what the caches get
+    /// once the batch commits.
     fn stage_redaction(
         &self,
         batch: &mut Batch,
         version: &RoomVersionId,
         target: &EventId,
         by: &EventId,
-    ) -> Result<()> {
+    ) -> Result<Option<(u64, EventMeta, Arc<Pdu>)>> {
         let Some(short) = self.short_event_id(target)? else {
-            return Ok(());
+            return Ok(None);
         };
-        let Some(Raw(json)) = self.db.get(SHORTEVENTID_PDU, &short)? else {
-            return Ok(());
+        let Some(original) = self.pdu(short)? else {
+            return Ok(None);
         };
         let Some(mut meta) = self.event_meta(short)? else {
-            return Ok(());
+            return Ok(None);
         };
         let rules = rules_of(version)?;
-        let mut obj: CanonicalJsonObject = serde_json::from_slice(&json)?;
+        let mut obj: CanonicalJsonObject = serde_json::from_str(original.json.get())?;
         redact_in_place(&mut obj, &rules.redaction, None)
             .map_err(|e| Error::internal(format!("cannot redact {target}: {e}")))?;
         meta.redacted_by = Some(by.to_owned());
-        batch.put(SHORTEVENTID_PDU, &short, &Raw(serde_json::to_vec(&obj)?));
+        let json = serde_json::value::to_raw_value(&obj)?;
+        batch.put(
+            SHORTEVENTID_PDU,
+            &short,
+            &Raw(json.get().as_bytes().to_vec()),
+        );
         batch.put(SHORTEVENTID_META, &short, &meta);
-        self.pdus.lock().pop(&short);
-        Ok(())
+        let redacted = Arc::new(Pdu::from_json(
+            original.event_id.clone(),
+            original.room_id.clone(),
+            json,
+        )?);
+        Ok(Some((short, meta, redacted)))
     }
 
     /// Registers a new room whose create event is `create` (already signed and checked).

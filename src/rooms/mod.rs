@@ -72,6 +72,10 @@ pub struct EventMeta {
     /// The sending device and its transaction id (for `unsigned.transaction_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<(String, String)>,
+    /// Whether other events relate to this one (so reads skip the relations
+    /// index for the many events that have none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_relations: bool,
 }
 
 impl JsonValue for EventMeta {}
@@ -89,7 +93,9 @@ pub struct MembershipRecord {
 impl JsonValue for MembershipRecord {}
 
 const PDU_CACHE: usize = 20_000;
+const META_CACHE: usize = 50_000;
 const STATE_CACHE: usize = 2_000;
+const VISIBILITY_CACHE: usize = 20_000;
 
 /// Serialises appends to one room.
 #[derive(Debug, Default)]
@@ -104,6 +110,9 @@ pub struct Rooms {
     key: Arc<SigningKey>,
     handles: Mutex<HashMap<OwnedRoomId, Arc<RoomHandle>>>,
     pdus: Mutex<LruCache<u64, Arc<Pdu>>>,
+    metas: Mutex<LruCache<u64, EventMeta>>,
+    /// (state snapshot, user) -> (history visibility, the user's membership) in it.
+    visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), (Visibility, Option<String>)>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
     state: state::StateStore,
     /// Serialises alias creation and removal (check, then write).
@@ -126,6 +135,12 @@ impl Rooms {
             handles: Mutex::new(HashMap::new()),
             pdus: Mutex::new(LruCache::new(
                 NonZeroUsize::new(PDU_CACHE).expect("non-zero"),
+            )),
+            metas: Mutex::new(LruCache::new(
+                NonZeroUsize::new(META_CACHE).expect("non-zero"),
+            )),
+            visibility: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VISIBILITY_CACHE).expect("non-zero"),
             )),
             short_rooms: Mutex::new(HashMap::new()),
             alias_lock: Mutex::new(()),
@@ -173,7 +188,28 @@ impl Rooms {
     }
 
     pub fn event_meta(&self, short: u64) -> Result<Option<EventMeta>> {
-        self.db.get(SHORTEVENTID_META, &short)
+        if let Some(meta) = self.metas.lock().get(&short) {
+            return Ok(Some(meta.clone()));
+        }
+        let meta = self.db.get(SHORTEVENTID_META, &short)?;
+        if let Some(meta) = &meta {
+            // Insert only if absent: a writer may have put a newer one meanwhile.
+            self.metas.lock().get_or_insert(short, || meta.clone());
+        }
+        Ok(meta)
+    }
+
+    /// Publishes committed changes to the caches (writers call this after commit).
+    fn cache_committed(&self, metas: Vec<(u64, EventMeta)>, pdus: Vec<(u64, Arc<Pdu>)>) {
+        let mut cache = self.metas.lock();
+        for (short, meta) in metas {
+            cache.put(short, meta);
+        }
+        drop(cache);
+        let mut cache = self.pdus.lock();
+        for (short, pdu) in pdus {
+            cache.put(short, pdu);
+        }
     }
 
     /// Loads an event by short id (cached).
@@ -196,8 +232,8 @@ impl Rooms {
         let json =
             serde_json::value::RawValue::from_string(String::from_utf8_lossy(&json).into_owned())?;
         let pdu = Arc::new(Pdu::from_json(event_id, room, json)?);
-        self.pdus.lock().put(short, pdu.clone());
-        Ok(Some(pdu))
+        // Insert only if absent, as for metadata.
+        Ok(Some(self.pdus.lock().get_or_insert(short, || pdu).clone()))
     }
 
     pub fn pdu_by_id(&self, event: &EventId) -> Result<Option<Arc<Pdu>>> {

@@ -5,6 +5,8 @@ use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt,
     UserId, events::TimelineEventType,
 };
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 use serde_json::{Map, Value, value::RawValue};
 
@@ -39,6 +41,9 @@ pub struct Pdu {
     redacts: Option<OwnedEventId>,
     /// The signed PDU as canonical JSON.
     pub json: Box<RawValue>,
+    /// Parsed once on first use: events are read far more often than written.
+    content_parsed: OnceLock<Value>,
+    client_base: OnceLock<Map<String, Value>>,
 }
 
 impl Pdu {
@@ -69,6 +74,8 @@ impl Pdu {
             fields,
             redacts,
             json,
+            content_parsed: OnceLock::new(),
+            client_base: OnceLock::new(),
         })
     }
 
@@ -89,7 +96,14 @@ impl Pdu {
     }
 
     pub fn content_value(&self) -> Value {
-        serde_json::from_str(self.fields.content.get()).unwrap_or(Value::Object(Map::new()))
+        self.parsed_content().clone()
+    }
+
+    /// The content as a JSON value, parsed once.
+    pub fn parsed_content(&self) -> &Value {
+        self.content_parsed.get_or_init(|| {
+            serde_json::from_str(self.fields.content.get()).unwrap_or(Value::Object(Map::new()))
+        })
     }
 
     pub fn depth(&self) -> u64 {
@@ -123,6 +137,15 @@ impl Pdu {
     /// The client format: the PDU without its federation fields, with `event_id`,
     /// `room_id` and the given `unsigned` data.
     pub fn to_client(&self, unsigned: Map<String, Value>) -> Value {
+        let mut event = self
+            .client_base
+            .get_or_init(|| self.client_base_map())
+            .clone();
+        event.insert("unsigned".into(), Value::Object(unsigned));
+        Value::Object(event)
+    }
+
+    fn client_base_map(&self) -> Map<String, Value> {
         let mut event: Map<String, Value> =
             serde_json::from_str(self.json.get()).unwrap_or_default();
         for field in [
@@ -143,8 +166,7 @@ impl Pdu {
             // Clients read `redacts` at the top level in every room version.
             event.insert("redacts".into(), Value::String(redacts.to_string()));
         }
-        event.insert("unsigned".into(), Value::Object(unsigned));
-        Value::Object(event)
+        event
     }
 }
 

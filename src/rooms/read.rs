@@ -92,7 +92,7 @@ impl Rooms {
         viewer: Option<(&UserId, &str)>,
     ) -> Result<Value> {
         let mut event = self.client_event_inner(pdu, meta, viewer)?;
-        if let Some(relations) = self.bundled_relations(pdu, viewer.map(|v| v.0))? {
+        if let Some(relations) = self.bundled_relations(pdu, meta, viewer.map(|v| v.0))? {
             event["unsigned"]["m.relations"] = relations;
         }
         Ok(event)
@@ -161,18 +161,17 @@ impl Rooms {
         meta: &EventMeta,
         joined_until: Option<u64>,
     ) -> Result<bool> {
-        let state = self.state.load(meta.state_before)?;
-        let visibility = self.visibility_in(&state)?;
+        let (visibility, membership_in_state) = self.visibility_at(meta.state_before, user)?;
         if visibility == Visibility::WorldReadable {
             return Ok(true);
         }
         // A user's own membership event counts as their membership at it.
-        let membership = if pdu.kind().to_string() == "m.room.member"
-            && pdu.state_key() == Some(user.as_str())
-        {
+        let own_member_event = pdu.state_key() == Some(user.as_str())
+            && *pdu.kind() == ruma::events::TimelineEventType::RoomMember;
+        let membership = if own_member_event {
             pdu.content_str("membership")
         } else {
-            self.membership_in(&state, user)?
+            membership_in_state
         };
         Ok(match membership.as_deref() {
             Some("join") => true,
@@ -183,6 +182,26 @@ impl Rooms {
                     && joined_until.is_some_and(|until| until > meta.count)
             }
         })
+    }
+
+    /// History visibility and the user's membership in a state snapshot (cached:
+    /// snapshots never change).
+    fn visibility_at(
+        &self,
+        state_hash: u64,
+        user: &UserId,
+    ) -> Result<(Visibility, Option<String>)> {
+        let key = (state_hash, user.to_owned());
+        if let Some(found) = self.visibility.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let state = self.state.load(state_hash)?;
+        let found = (
+            self.visibility_in(&state)?,
+            self.membership_in(&state, user)?,
+        );
+        self.visibility.lock().put(key, found.clone());
+        Ok(found)
     }
 
     /// Until which count the user was (or is) joined, for shared history:
@@ -263,40 +282,33 @@ impl Rooms {
             (None, Direction::Forward) => 0,
         };
         let room_prefix = prefix(&(meta.short,));
-        let scan = limit * SCAN_FACTOR;
-        let rows = match dir {
-            Direction::Backward => self.db.scan_rev(
+        let mut rows = self
+            .db
+            .iter(
                 SHORTROOMIDCOUNT_SHORTEVENTID,
                 &room_prefix,
                 &(meta.short, start).encode(),
-                scan,
-            )?,
-            Direction::Forward => self.db.scan_from(
-                SHORTROOMIDCOUNT_SHORTEVENTID,
-                &room_prefix,
-                &(meta.short, start).encode(),
-                scan,
-            )?,
+                dir == Direction::Forward,
+            )
+            .take(limit * SCAN_FACTOR)
+            .peekable();
+        let within_to = |count: u64| match (to, dir) {
+            (Some(to), Direction::Backward) => count >= to,
+            (Some(to), Direction::Forward) => count < to,
+            (None, _) => true,
         };
         let until = self.joined_until(room, viewer.0)?;
         let mut chunk = Vec::new();
         let mut senders = BTreeSet::new();
         let mut last_count = None;
         let mut first_state = None;
-        let scanned = rows.len();
-        let mut consumed = 0;
-        let mut reached_to = false;
-        for ((_, count), short) in rows {
-            let beyond_to = match (to, dir) {
-                (Some(to), Direction::Backward) => count < to,
-                (Some(to), Direction::Forward) => count >= to,
-                (None, _) => false,
-            };
-            if beyond_to {
-                reached_to = true;
+        while chunk.len() < limit {
+            let Some(row) =
+                rows.next_if(|r| r.as_ref().map_or(true, |((_, count), _)| within_to(*count)))
+            else {
                 break;
-            }
-            consumed += 1;
+            };
+            let ((_, count), short) = row?;
             last_count = Some(count);
             let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta(short)?) else {
                 continue;
@@ -307,13 +319,15 @@ impl Rooms {
             first_state.get_or_insert(event_meta.state_before);
             senders.insert(pdu.sender().to_owned());
             chunk.push(self.client_event(&pdu, &event_meta, Some(viewer))?);
-            if chunk.len() >= limit {
-                break;
-            }
         }
-        // More may follow unless the scan ran out of stored events or hit `to`.
-        // (A scan budget spent on invisible events also yields a token.)
-        let more = !reached_to && (consumed < scanned || scanned == scan);
+        // More may follow if another stored event lies within `to`, or if the
+        // scan budget ran out on events this user may not see.
+        let budget_spent = rows.peek().is_none() && last_count.is_some() && chunk.len() < limit;
+        let next_within = rows
+            .peek()
+            .is_some_and(|r| r.as_ref().map_or(false, |((_, c), _)| within_to(*c)));
+        let more =
+            next_within || (budget_spent && self.has_more_rows(meta.short, last_count, dir, to)?);
         let end = match (last_count, more) {
             (Some(c), true) => Some(token(match dir {
                 Direction::Backward => c,
@@ -350,6 +364,36 @@ impl Rooms {
             end,
             state,
         })
+    }
+
+    /// Whether the timeline holds another event past `last` (within `to`).
+    fn has_more_rows(
+        &self,
+        short_room: u64,
+        last: Option<u64>,
+        dir: Direction,
+        to: Option<u64>,
+    ) -> Result<bool> {
+        let Some(last) = last else { return Ok(false) };
+        let start = match dir {
+            Direction::Backward => last,
+            Direction::Forward => last + 1,
+        };
+        let next = self
+            .db
+            .iter(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &prefix(&(short_room,)),
+                &(short_room, start).encode(),
+                dir == Direction::Forward,
+            )
+            .next()
+            .transpose()?;
+        Ok(next.is_some_and(|((_, c), _)| match (to, dir) {
+            (Some(to), Direction::Backward) => c >= to,
+            (Some(to), Direction::Forward) => c < to,
+            (None, _) => true,
+        }))
     }
 
     /// The state the user may see: the current state while joined (or in a

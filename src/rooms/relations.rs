@@ -36,6 +36,7 @@ const MAX_RECURSION: usize = 3;
 
 impl Rooms {
     /// Indexes a new event's relation (and its thread) in the event's batch.
+    /// Returns the parent's metadata, newly flagged, for the cache.
     pub(super) fn stage_relation(
         &self,
         batch: &mut Batch,
@@ -43,9 +44,9 @@ impl Rooms {
         pdu: &Pdu,
         short: u64,
         count: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<(u64, super::EventMeta)>> {
         let Some((rel_type, parent)) = relation_of(pdu) else {
-            return Ok(());
+            return Ok(None);
         };
         let value = serde_json::to_vec(&json!([short, rel_type, pdu.kind().to_string()]))?;
         batch.put(
@@ -65,7 +66,19 @@ impl Rooms {
                 &Raw(parent.as_bytes().to_vec()),
             );
         }
-        Ok(())
+        if let Some(parent_short) = self.short_event_id(&parent)?
+            && let Some(mut parent_meta) = self.event_meta(parent_short)?
+            && !parent_meta.has_relations
+        {
+            parent_meta.has_relations = true;
+            batch.put(
+                crate::storage::SHORTEVENTID_META,
+                &parent_short,
+                &parent_meta,
+            );
+            return Ok(Some((parent_short, parent_meta)));
+        }
+        Ok(None)
     }
 
     fn children(&self, parent: &EventId) -> Result<Vec<Child>> {
@@ -97,8 +110,12 @@ impl Rooms {
     pub(super) fn bundled_relations(
         &self,
         pdu: &Pdu,
+        meta: &super::EventMeta,
         viewer: Option<&UserId>,
     ) -> Result<Option<Value>> {
+        if !meta.has_relations {
+            return Ok(None);
+        }
         let children = self.children(&pdu.event_id)?;
         if children.is_empty() {
             return Ok(None);

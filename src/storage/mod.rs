@@ -231,6 +231,36 @@ impl Engine {
         Ok(out)
     }
 
+    /// Lazily iterates entries whose keys start with `prefix`: forwards from
+    /// `start` (inclusive), or backwards from below `start`. Stops reading as
+    /// soon as the caller stops pulling.
+    pub fn iter<K: Key, V: Value>(
+        &self,
+        table: Table<K, V>,
+        prefix: &[u8],
+        start: &[u8],
+        forward: bool,
+    ) -> TableIter<'_, K, V> {
+        let cf = self.cf(table.name);
+        let mut raw = self.inner.db.raw_iterator_cf(&cf);
+        if forward {
+            raw.seek(start);
+        } else {
+            raw.seek_for_prev(start);
+            // seek_for_prev lands on `start` itself when it exists; we want below it.
+            if raw.valid() && raw.key() == Some(start) {
+                raw.prev();
+            }
+        }
+        TableIter {
+            raw,
+            prefix: prefix.to_vec(),
+            forward,
+            done: false,
+            _types: PhantomData,
+        }
+    }
+
     pub fn batch(&self) -> Batch {
         Batch {
             engine: self.clone(),
@@ -268,6 +298,40 @@ impl Engine {
             self.inner.db.flush_cf(&self.cf(name))?;
         }
         Ok(())
+    }
+}
+
+/// A lazy, typed iterator over one table (see `Engine::iter`).
+pub struct TableIter<'a, K, V> {
+    raw: rocksdb::DBRawIteratorWithThreadMode<'a, Db>,
+    prefix: Vec<u8>,
+    forward: bool,
+    done: bool,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Key, V: Value> Iterator for TableIter<'_, K, V> {
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match (self.raw.key(), self.raw.value()) {
+            (Some(k), Some(v)) if k.starts_with(&self.prefix) => {
+                K::decode(k).and_then(|k| Ok((k, V::from_bytes(v)?)))
+            }
+            _ => {
+                self.done = true;
+                return self.raw.status().err().map(|e| Err(e.into()));
+            }
+        };
+        if self.forward {
+            self.raw.next();
+        } else {
+            self.raw.prev();
+        }
+        Some(item)
     }
 }
 

@@ -236,3 +236,26 @@ fn reverse_scan_stays_in_the_prefix_below_the_bound() {
     assert_eq!(got(100, 2), vec![9, 5]);
     assert_eq!(got(1, 10), Vec::<u64>::new());
 }
+
+#[test]
+fn lazy_iteration_in_both_directions() {
+    let (_dir, engine) = temp_engine();
+    let mut batch = engine.batch();
+    for (s, n) in [("a", 1u64), ("a", 5), ("a", 9), ("b", 2), ("ab", 3)] {
+        batch.put(T, &(s.to_owned(), n), &Raw(vec![]));
+    }
+    batch.commit().unwrap();
+    let p = prefix(&("a".to_owned(),));
+    let collect = |start: u64, forward: bool| -> Vec<u64> {
+        engine
+            .iter(T, &p, &("a".to_owned(), start).encode(), forward)
+            .map(|r| r.unwrap().0.1)
+            .collect()
+    };
+    assert_eq!(collect(5, true), vec![5, 9]);
+    assert_eq!(collect(5, false), vec![1], "backwards excludes the start");
+    assert_eq!(collect(6, false), vec![5, 1]);
+    assert_eq!(collect(u64::MAX, false), vec![9, 5, 1]);
+    assert_eq!(collect(0, true), vec![1, 5, 9]);
+    assert_eq!(collect(10, true), Vec::<u64>::new());
+}
