@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    return_large_allocations_to_the_os();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -74,6 +75,18 @@ fn main() -> ExitCode {
             eprintln!("bigd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Password hashing allocates 19 MiB at a time; glibc would keep those blocks
+/// in its per-thread arenas after they are freed, so RSS would only grow. Serving
+/// allocations of 1 MiB and more with mmap hands them back on free.
+fn return_large_allocations_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

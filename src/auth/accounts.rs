@@ -10,7 +10,7 @@ use ruma::{
     },
 };
 
-use super::{Auth, IssuedTokens, UiaPurpose, password};
+use super::{Auth, IssuedTokens, UiaPurpose};
 use crate::{
     error::{Error, Result},
     util::random_string_from,
@@ -147,7 +147,7 @@ impl Auth {
         registration_token: Option<&str>,
     ) -> Result<Registered> {
         let hash = match password {
-            Some(pw) => Some(password::hash(pw).await?),
+            Some(pw) => Some(self.users.passwords().hash(pw).await?),
             None => None,
         };
         // One registration at a time between the existence check and the commit.
@@ -283,7 +283,7 @@ impl Auth {
     ) -> Result<()> {
         self.confirm_identity(user, "password", auth).await?;
         self.check_password_strength(&new_password)?;
-        let hash = password::hash(new_password).await?;
+        let hash = self.users.passwords().hash(new_password).await?;
         let mut batch = self.users.db().batch();
         self.users.set_password_hash(&mut batch, user, hash)?;
         let forgotten = if keep_other_devices {
@@ -305,7 +305,7 @@ impl Auth {
             )));
         }
         self.check_password_strength(&new_password)?;
-        let hash = password::hash(new_password).await?;
+        let hash = self.users.passwords().hash(new_password).await?;
         let mut batch = self.users.db().batch();
         self.users.set_password_hash(&mut batch, user, hash)?;
         let forgotten = self.sessions.stage_logout_all(&mut batch, user, None)?;

@@ -1,5 +1,7 @@
 //! Password hashing with argon2id (the crate's defaults: 19 MiB, 2 passes).
-//! Hashing is deliberately slow, so it runs on the blocking thread pool.
+//! Hashing is deliberately slow, so it runs on the blocking thread pool, and
+//! deliberately memory-hungry, so at most `CONCURRENT_HASHES` run at once: a
+//! burst of logins must not multiply 19 MiB by the number of requests.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
@@ -7,6 +9,42 @@ use crate::{
     error::{Error, Result},
     util::random_bytes,
 };
+
+const CONCURRENT_HASHES: usize = 2;
+
+/// Runs argon2 with bounded concurrency.
+#[derive(Debug)]
+pub struct Passwords {
+    permits: tokio::sync::Semaphore,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+        }
+    }
+}
+
+impl Passwords {
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("password hashing stopped"))?;
+        tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
+    }
+
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("password hashing stopped"))?;
+        verify(password, hash).await
+    }
+}
 
 pub async fn hash(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || hash_blocking(&password)).await?

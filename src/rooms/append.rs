@@ -351,13 +351,11 @@ impl Rooms {
         }
         if *pdu.kind() == TimelineEventType::RoomRedaction
             && let Some(target) = pdu.redacts_id()
-        {
-            if let Some((target_short, target_meta, redacted)) =
+            && let Some((target_short, target_meta, redacted)) =
                 self.stage_redaction(&mut batch, &meta.version, target, &pdu.event_id)?
-            {
-                cache_metas.push((target_short, target_meta));
-                cache_pdus.push((target_short, redacted));
-            }
+        {
+            cache_metas.push((target_short, target_meta));
+            cache_pdus.push((target_short, redacted));
         }
         batch.commit()?;
         *self.handle(room).meta.lock() = Some(meta);

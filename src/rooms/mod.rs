@@ -97,6 +97,9 @@ const META_CACHE: usize = 50_000;
 const STATE_CACHE: usize = 2_000;
 const VISIBILITY_CACHE: usize = 20_000;
 
+/// History visibility and a user's membership in one state snapshot.
+type VisibilityAt = (Visibility, Option<String>);
+
 /// Serialises appends to one room.
 #[derive(Debug, Default)]
 struct RoomHandle {
@@ -111,8 +114,7 @@ pub struct Rooms {
     handles: Mutex<HashMap<OwnedRoomId, Arc<RoomHandle>>>,
     pdus: Mutex<LruCache<u64, Arc<Pdu>>>,
     metas: Mutex<LruCache<u64, EventMeta>>,
-    /// (state snapshot, user) -> (history visibility, the user's membership) in it.
-    visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), (Visibility, Option<String>)>>,
+    visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), VisibilityAt>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
     state: state::StateStore,
     /// Serialises alias creation and removal (check, then write).

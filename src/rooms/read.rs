@@ -303,9 +303,9 @@ impl Rooms {
         let mut last_count = None;
         let mut first_state = None;
         while chunk.len() < limit {
-            let Some(row) =
-                rows.next_if(|r| r.as_ref().map_or(true, |((_, count), _)| within_to(*count)))
-            else {
+            let Some(row) = rows.next_if(|r| {
+                r.as_ref().is_ok_and(|((_, count), _)| within_to(*count)) || r.is_err()
+            }) else {
                 break;
             };
             let ((_, count), short) = row?;
@@ -325,7 +325,7 @@ impl Rooms {
         let budget_spent = rows.peek().is_none() && last_count.is_some() && chunk.len() < limit;
         let next_within = rows
             .peek()
-            .is_some_and(|r| r.as_ref().map_or(false, |((_, c), _)| within_to(*c)));
+            .is_some_and(|r| r.as_ref().is_ok_and(|((_, c), _)| within_to(*c)));
         let more =
             next_within || (budget_spent && self.has_more_rows(meta.short, last_count, dir, to)?);
         let end = match (last_count, more) {

@@ -38,6 +38,7 @@ pub struct Users {
     /// Serialises every read-modify-write of devices and sessions with the
     /// commits that delete them, so a stale write never resurrects a device.
     device_lock: std::sync::Arc<parking_lot::Mutex<()>>,
+    passwords: std::sync::Arc<password::Passwords>,
 }
 
 impl Users {
@@ -46,6 +47,7 @@ impl Users {
             db,
             server_name,
             device_lock: Default::default(),
+            passwords: Default::default(),
         }
     }
 
@@ -102,7 +104,7 @@ impl Users {
         let Some(hash) = account.password_hash.filter(|_| !account.deactivated) else {
             return Ok(false);
         };
-        password::verify(password.to_owned(), hash).await
+        self.passwords.verify(password.to_owned(), hash).await
     }
 
     pub fn set_password_hash(&self, batch: &mut Batch, user: &UserId, hash: String) -> Result<()> {
@@ -167,6 +169,11 @@ impl Users {
     /// a batch that deletes one.
     pub fn device_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.device_lock.lock()
+    }
+
+    /// Password hashing, bounded in concurrency.
+    pub fn passwords(&self) -> &password::Passwords {
+        &self.passwords
     }
 
     pub fn db(&self) -> &Engine {
