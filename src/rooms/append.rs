@@ -19,7 +19,11 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::{EventMeta, MembershipRecord, Pdu, RoomMeta, Rooms, state::StateMap};
+use super::{
+    EventMeta, MembershipRecord, Pdu, RoomMeta, Rooms,
+    resolve::{CurrentAfter, StateBefore},
+    state::StateMap,
+};
 use crate::{
     error::{Error, Result},
     storage::{
@@ -103,7 +107,17 @@ impl Rooms {
         let meta = self.require_meta(room)?;
         let (pdu, obj) = self.build_and_authorize(room, &meta, sender, &draft)?;
         let event_id = pdu.event_id.clone();
-        self.write(room, meta, pdu, obj, &draft)?;
+        let leaves = vec![event_id.clone()];
+        self.write(
+            room,
+            meta,
+            pdu,
+            obj,
+            &draft,
+            StateBefore::Current,
+            leaves,
+            CurrentAfter::ThisEvent,
+        )?;
         Ok(event_id)
     }
 
@@ -265,6 +279,7 @@ impl Rooms {
     }
 
     /// Writes an authorized event and every index it touches in one batch.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write(
         &self,
         room: &RoomId,
@@ -272,6 +287,9 @@ impl Rooms {
         pdu: Arc<Pdu>,
         obj: CanonicalJsonObject,
         draft: &EventDraft,
+        state_before: StateBefore,
+        leaves: Vec<OwnedEventId>,
+        current: CurrentAfter,
     ) -> Result<()> {
         let mut batch = self.db.batch();
         if meta.short == 0 {
@@ -285,11 +303,15 @@ impl Rooms {
         }
         let count = batch.next_count()?;
         let short = count;
-        let state = self.state.load(meta.current_state)?;
+        let before_hash = match state_before {
+            StateBefore::Current => meta.current_state,
+            StateBefore::Map(map) => self.state.stage_map(&mut batch, meta.current_state, &map)?,
+        };
+        let before = self.state.load(before_hash)?;
         let mut event_meta = EventMeta {
             short_room: meta.short,
             count,
-            state_before: meta.current_state,
+            state_before: before_hash,
             replaces_state: None,
             redacted_by: None,
             txn: draft.txn.clone(),
@@ -297,19 +319,34 @@ impl Rooms {
         };
         let mut cache_metas = Vec::new();
         let mut cache_pdus = Vec::new();
+        let mut after_hash = before_hash;
+        let mut state_key_short = None;
         if let Some(key) = pdu.state_key() {
             let short_key = self
                 .state
                 .short_key_or_create(&pdu.kind().to_string(), key)?;
-            event_meta.replaces_state = state.get(&short_key).copied();
-            meta.current_state = self.state.stage(
+            event_meta.replaces_state = before.get(&short_key).copied();
+            after_hash = self.state.stage(
                 &mut batch,
-                meta.current_state,
+                before_hash,
                 vec![(short_key, short)],
                 Vec::new(),
             )?;
+            state_key_short = Some(short_key);
         }
-        meta.leaves = vec![pdu.event_id.clone()];
+        meta.current_state = match current {
+            CurrentAfter::ThisEvent => after_hash,
+            CurrentAfter::Resolved(ids) => {
+                let resolved = self.short_map_of(&ids, Some((&pdu.event_id, short)))?;
+                self.state.stage_map(&mut batch, after_hash, &resolved)?
+            }
+        };
+        // Indexes that follow the room's state only count this event if it won.
+        let in_current_state = match state_key_short {
+            Some(key) => self.state.load(meta.current_state)?.get(&key) == Some(&short),
+            None => false,
+        };
+        meta.leaves = leaves;
 
         batch.put(EVENTID_SHORTEVENTID, &pdu.event_id, &short);
         batch.put(
@@ -322,6 +359,7 @@ impl Rooms {
         batch.put(SHORTROOMIDCOUNT_SHORTEVENTID, &(meta.short, count), &short);
         batch.put(ROOMID_META, &room.to_owned(), &meta);
         if *pdu.kind() == TimelineEventType::RoomMember
+            && in_current_state
             && let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok())
         {
             let record = MembershipRecord {
@@ -431,12 +469,17 @@ impl Rooms {
             leaves: Vec::new(),
             created_ts: now_ms(),
         };
+        let leaves = vec![pdu.event_id.clone()];
+        let draft = EventDraft::new(TimelineEventType::RoomCreate, Value::Null);
         self.write(
             room,
             meta,
             pdu,
             obj,
-            &EventDraft::new(TimelineEventType::RoomCreate, Value::Null),
+            &draft,
+            StateBefore::Current,
+            leaves,
+            CurrentAfter::ThisEvent,
         )
     }
 }

@@ -13,8 +13,11 @@ mod membership;
 mod pdu;
 mod read;
 mod relations;
+mod resolve;
 mod search;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod upgrade;
 
 use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};

@@ -42,6 +42,9 @@ impl JsonValue for StateDiff {}
 pub struct StateStore {
     db: Engine,
     snapshots: Mutex<LruCache<u64, Arc<StateMap>>>,
+    /// Chain lengths of recent snapshots, so a batch can stage a snapshot on
+    /// top of another one it staged itself (not committed yet).
+    chains: Mutex<LruCache<u64, u32>>,
     keys: Mutex<HashMap<(String, String), u64>>,
     keys_by_short: Mutex<HashMap<u64, (String, String)>>,
     /// Creating a short state key must not race with another creation of the same key.
@@ -53,6 +56,7 @@ impl StateStore {
         Self {
             db,
             snapshots: Mutex::new(LruCache::new(NonZeroUsize::new(cache).expect("non-zero"))),
+            chains: Mutex::new(LruCache::new(NonZeroUsize::new(cache).expect("non-zero"))),
             keys: Mutex::new(HashMap::new()),
             keys_by_short: Mutex::new(HashMap::new()),
             create_key: Mutex::new(()),
@@ -157,6 +161,27 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Writes a snapshot equal to `target`, as a diff against `parent`.
+    pub fn stage_map(&self, batch: &mut Batch, parent: u64, target: &StateMap) -> Result<u64> {
+        let base = self.load(parent)?;
+        let mut set: Vec<(u64, u64)> = target
+            .iter()
+            .filter(|(k, v)| base.get(k) != Some(v))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        set.sort_unstable();
+        let mut removed: Vec<u64> = base
+            .keys()
+            .filter(|k| !target.contains_key(k))
+            .copied()
+            .collect();
+        removed.sort_unstable();
+        if set.is_empty() && removed.is_empty() {
+            return Ok(parent);
+        }
+        self.stage(batch, parent, set, removed)
+    }
+
     /// Writes a snapshot equal to `parent` with `set` applied; returns its id.
     pub fn stage(
         &self,
@@ -166,13 +191,16 @@ impl StateStore {
         removed: Vec<u64>,
     ) -> Result<u64> {
         let hash = batch.next_count()?;
-        let parent_chain = if parent == EMPTY_STATE {
-            0
-        } else {
-            self.db
-                .get(SHORTSTATEHASH_STATEDIFF, &parent)?
-                .ok_or_else(|| Error::internal(format!("state snapshot {parent} is missing")))?
-                .chain
+        let cached_chain = self.chains.lock().get(&parent).copied();
+        let parent_chain = match cached_chain {
+            _ if parent == EMPTY_STATE => 0,
+            Some(chain) => chain,
+            None => {
+                self.db
+                    .get(SHORTSTATEHASH_STATEDIFF, &parent)?
+                    .ok_or_else(|| Error::internal(format!("state snapshot {parent} is missing")))?
+                    .chain
+            }
         };
         let mut full = (*self.load(parent)?).clone();
         for key in &removed {
@@ -197,6 +225,7 @@ impl StateStore {
             }
         };
         batch.put(SHORTSTATEHASH_STATEDIFF, &hash, &diff);
+        self.chains.lock().put(hash, diff.chain);
         // Cached before commit: the id is new, so nobody can ask for it earlier.
         self.snapshots.lock().put(hash, Arc::new(full));
         Ok(hash)
