@@ -44,6 +44,8 @@ pub struct Pdu {
     /// Parsed once on first use: events are read far more often than written.
     content_parsed: OnceLock<Value>,
     client_base: OnceLock<Map<String, Value>>,
+    /// The client JSON without `unsigned` and its closing brace, serialised once.
+    client_head: OnceLock<String>,
 }
 
 impl Pdu {
@@ -76,6 +78,7 @@ impl Pdu {
             json,
             content_parsed: OnceLock::new(),
             client_base: OnceLock::new(),
+            client_head: OnceLock::new(),
         })
     }
 
@@ -145,6 +148,24 @@ impl Pdu {
         Value::Object(event)
     }
 
+    /// The client format as serialised JSON: the cached head plus `unsigned`.
+    /// Pages of events are served from this without building JSON values.
+    pub fn to_client_raw(&self, unsigned: &Map<String, Value>) -> Result<Box<RawValue>> {
+        let head = self.client_head.get_or_init(|| {
+            let base = self.client_base.get_or_init(|| self.client_base_map());
+            let mut head = serde_json::to_string(base).expect("JSON maps serialise");
+            head.pop(); // the closing brace; the map is never empty
+            head
+        });
+        let unsigned = serde_json::to_string(unsigned)?;
+        let mut out = String::with_capacity(head.len() + unsigned.len() + 16);
+        out.push_str(head);
+        out.push_str(",\"unsigned\":");
+        out.push_str(&unsigned);
+        out.push('}');
+        Ok(RawValue::from_string(out)?)
+    }
+
     fn client_base_map(&self) -> Map<String, Value> {
         let mut event: Map<String, Value> =
             serde_json::from_str(self.json.get()).unwrap_or_default();
@@ -157,6 +178,7 @@ impl Pdu {
             "origin",
             "membership",
             "prev_state",
+            "unsigned",
         ] {
             event.remove(field);
         }

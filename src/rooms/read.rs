@@ -56,7 +56,7 @@ impl EventFilter {
 
 #[derive(Debug)]
 pub struct MessagesPage {
-    pub chunk: Vec<Value>,
+    pub chunk: Vec<Box<serde_json::value::RawValue>>,
     pub start: String,
     pub end: Option<String>,
     pub state: Vec<Value>,
@@ -91,24 +91,31 @@ impl Rooms {
         meta: &EventMeta,
         viewer: Option<(&UserId, &str)>,
     ) -> Result<Value> {
-        let mut event = self.client_event_inner(pdu, meta, viewer)?;
-        if let Some(relations) = self.bundled_relations(pdu, meta, viewer.map(|v| v.0))? {
-            event["unsigned"]["m.relations"] = relations;
-        }
-        Ok(event)
+        Ok(pdu.to_client(self.unsigned_for(pdu, meta, viewer, true)?))
     }
 
-    /// The client format without bundled relations (for events inside a bundle).
-    pub(super) fn client_event_plain(&self, pdu: &Pdu, meta: &EventMeta) -> Result<Value> {
-        self.client_event_inner(pdu, meta, None)
-    }
-
-    fn client_event_inner(
+    /// The same, serialised: what pages of events are built from.
+    pub fn client_event_raw(
         &self,
         pdu: &Pdu,
         meta: &EventMeta,
         viewer: Option<(&UserId, &str)>,
-    ) -> Result<Value> {
+    ) -> Result<Box<serde_json::value::RawValue>> {
+        pdu.to_client_raw(&self.unsigned_for(pdu, meta, viewer, true)?)
+    }
+
+    /// The client format without bundled relations (for events inside a bundle).
+    pub(super) fn client_event_plain(&self, pdu: &Pdu, meta: &EventMeta) -> Result<Value> {
+        Ok(pdu.to_client(self.unsigned_for(pdu, meta, None, false)?))
+    }
+
+    fn unsigned_for(
+        &self,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        viewer: Option<(&UserId, &str)>,
+        bundle: bool,
+    ) -> Result<Map<String, Value>> {
         let mut unsigned = Map::new();
         unsigned.insert(
             "age".into(),
@@ -132,7 +139,10 @@ impl Rooms {
             because.as_object_mut().map(|o| o.remove("unsigned"));
             unsigned.insert("redacted_because".into(), because);
         }
-        Ok(pdu.to_client(unsigned))
+        if bundle && let Some(relations) = self.bundled_relations(pdu, meta, viewer.map(|v| v.0))? {
+            unsigned.insert("m.relations".into(), relations);
+        }
+        Ok(unsigned)
     }
 
     pub(super) fn visibility_in(&self, state: &StateMap) -> Result<Visibility> {
@@ -318,7 +328,7 @@ impl Rooms {
             }
             first_state.get_or_insert(event_meta.state_before);
             senders.insert(pdu.sender().to_owned());
-            chunk.push(self.client_event(&pdu, &event_meta, Some(viewer))?);
+            chunk.push(self.client_event_raw(&pdu, &event_meta, Some(viewer))?);
         }
         // More may follow if another stored event lies within `to`, or if the
         // scan budget ran out on events this user may not see.

@@ -208,17 +208,18 @@ impl Rooms {
             state_events.extend(before.state.iter().cloned());
             state_events.extend(after.state.iter().cloned());
         }
-        let take = |chunk: Vec<Value>, n: usize| -> Vec<Value> {
-            if limit == 0 {
-                Vec::new()
-            } else {
-                chunk.into_iter().take(n).collect()
-            }
+        let take = |chunk: Vec<Box<serde_json::value::RawValue>>, n: usize| -> Result<Vec<Value>> {
+            let n = if limit == 0 { 0 } else { n };
+            chunk
+                .into_iter()
+                .take(n)
+                .map(|raw| Ok(serde_json::from_str(raw.get())?))
+                .collect()
         };
         Ok(json!({
             "event": centre,
-            "events_before": take(before.chunk, before_n),
-            "events_after": take(after.chunk, after_n),
+            "events_before": take(before.chunk, before_n)?,
+            "events_after": take(after.chunk, after_n)?,
             "start": before.end.unwrap_or_else(|| token(0)),
             "end": after.end.unwrap_or_else(|| token(self.db.visible_count() + 1)),
             "state": state_events,

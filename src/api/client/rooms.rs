@@ -272,11 +272,7 @@ pub async fn messages(
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start;
     response.end = page.end;
-    response.chunk = page
-        .chunk
-        .into_iter()
-        .map(|v| Ok(Raw::from_json(serde_json::value::to_raw_value(&v)?)))
-        .collect::<Result<_>>()?;
+    response.chunk = page.chunk.into_iter().map(Raw::from_json).collect();
     response.state = raw_values(page.state)?;
     Ok(response.into())
 }
