@@ -116,7 +116,7 @@ pub struct Rooms {
     key: Arc<SigningKey>,
     handles: Mutex<HashMap<OwnedRoomId, Arc<RoomHandle>>>,
     pdus: Mutex<LruCache<u64, Arc<Pdu>>>,
-    metas: Mutex<LruCache<u64, EventMeta>>,
+    metas: Mutex<LruCache<u64, Arc<EventMeta>>>,
     visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), VisibilityAt>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
     state: state::StateStore,
@@ -193,22 +193,31 @@ impl Rooms {
     }
 
     pub fn event_meta(&self, short: u64) -> Result<Option<EventMeta>> {
+        Ok(self.event_meta_shared(short)?.map(|m| (*m).clone()))
+    }
+
+    /// An event's metadata without copying it (for hot read paths).
+    pub fn event_meta_shared(&self, short: u64) -> Result<Option<Arc<EventMeta>>> {
         if let Some(meta) = self.metas.lock().get(&short) {
             return Ok(Some(meta.clone()));
         }
-        let meta = self.db.get(SHORTEVENTID_META, &short)?;
-        if let Some(meta) = &meta {
-            // Insert only if absent: a writer may have put a newer one meanwhile.
-            self.metas.lock().get_or_insert(short, || meta.clone());
-        }
-        Ok(meta)
+        let Some(meta) = self.db.get(SHORTEVENTID_META, &short)? else {
+            return Ok(None);
+        };
+        // Insert only if absent: a writer may have put a newer one meanwhile.
+        Ok(Some(
+            self.metas
+                .lock()
+                .get_or_insert(short, || Arc::new(meta))
+                .clone(),
+        ))
     }
 
     /// Publishes committed changes to the caches (writers call this after commit).
     fn cache_committed(&self, metas: Vec<(u64, EventMeta)>, pdus: Vec<(u64, Arc<Pdu>)>) {
         let mut cache = self.metas.lock();
         for (short, meta) in metas {
-            cache.put(short, meta);
+            cache.put(short, Arc::new(meta));
         }
         drop(cache);
         let mut cache = self.pdus.lock();

@@ -1,12 +1,15 @@
 //! Reading rooms: the client format of events, history visibility, single
 //! events, `/messages` pagination, state and members.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use ruma::{EventId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::{EventMeta, Pdu, Rooms, state::StateMap};
+use super::{EventMeta, Pdu, Rooms, VisibilityAt, state::StateMap};
 use crate::{
     error::{Error, Result},
     storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, prefix},
@@ -171,7 +174,29 @@ impl Rooms {
         meta: &EventMeta,
         joined_until: Option<u64>,
     ) -> Result<bool> {
-        let (visibility, membership_in_state) = self.visibility_at(meta.state_before, user)?;
+        self.can_see_with(user, pdu, meta, joined_until, None)
+    }
+
+    /// `can_see`, remembering per snapshot what it looked up (for pages of events).
+    fn can_see_with(
+        &self,
+        user: &UserId,
+        pdu: &Pdu,
+        meta: &EventMeta,
+        joined_until: Option<u64>,
+        memo: Option<&mut HashMap<u64, VisibilityAt>>,
+    ) -> Result<bool> {
+        let (visibility, membership_in_state) = match memo {
+            Some(memo) => match memo.get(&meta.state_before) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = self.visibility_at(meta.state_before, user)?;
+                    memo.insert(meta.state_before, found.clone());
+                    found
+                }
+            },
+            None => self.visibility_at(meta.state_before, user)?,
+        };
         if visibility == Visibility::WorldReadable {
             return Ok(true);
         }
@@ -312,6 +337,7 @@ impl Rooms {
         let mut senders = BTreeSet::new();
         let mut last_count = None;
         let mut first_state = None;
+        let mut memo = HashMap::new();
         while chunk.len() < limit {
             let Some(row) = rows.next_if(|r| {
                 r.as_ref().is_ok_and(|((_, count), _)| within_to(*count)) || r.is_err()
@@ -320,10 +346,13 @@ impl Rooms {
             };
             let ((_, count), short) = row?;
             last_count = Some(count);
-            let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta(short)?) else {
+            let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta_shared(short)?)
+            else {
                 continue;
             };
-            if !filter.matches(&pdu) || !self.can_see(viewer.0, &pdu, &event_meta, until)? {
+            if !filter.matches(&pdu)
+                || !self.can_see_with(viewer.0, &pdu, &event_meta, until, Some(&mut memo))?
+            {
                 continue;
             }
             first_state.get_or_insert(event_meta.state_before);
