@@ -396,6 +396,7 @@ impl Rooms {
             cache_pdus.push((target_short, redacted));
         }
         batch.commit()?;
+        self.timelines.appended(meta.short, count, short);
         *self.handle(room).meta.lock() = Some(meta);
         cache_metas.push((short, event_meta));
         cache_pdus.push((short, pdu));

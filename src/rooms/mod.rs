@@ -18,6 +18,7 @@ mod search;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod timeline;
 mod upgrade;
 
 use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
@@ -119,6 +120,7 @@ pub struct Rooms {
     metas: Mutex<LruCache<u64, Arc<EventMeta>>>,
     visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), VisibilityAt>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
+    timelines: timeline::Timelines,
     state: state::StateStore,
     /// Serialises alias creation and removal (check, then write).
     alias_lock: Mutex<()>,
@@ -134,6 +136,7 @@ impl Rooms {
     pub fn new(db: Engine, server_name: OwnedServerName, key: Arc<SigningKey>) -> Self {
         Self {
             state: state::StateStore::new(db.clone(), STATE_CACHE),
+            timelines: timeline::Timelines::new(db.clone()),
             db,
             server_name,
             key,

@@ -317,16 +317,32 @@ impl Rooms {
             (None, Direction::Forward) => 0,
         };
         let room_prefix = prefix(&(meta.short,));
-        let mut rows = self
-            .db
-            .iter(
-                SHORTROOMIDCOUNT_SHORTEVENTID,
-                &room_prefix,
-                &(meta.short, start).encode(),
-                dir == Direction::Forward,
-            )
-            .take(limit * SCAN_FACTOR)
-            .peekable();
+        let budget = limit * SCAN_FACTOR;
+        let forward = dir == Direction::Forward;
+        // The room's recent window in memory answers most pages; RocksDB the rest.
+        let cached = self
+            .timelines
+            .get(meta.short)?
+            .lock()
+            .page(start, forward, budget);
+        let rows: Box<dyn Iterator<Item = Result<((u64, u64), u64)>>> = match cached {
+            Some(entries) => Box::new(
+                entries
+                    .into_iter()
+                    .map(move |(count, short)| Ok(((meta.short, count), short))),
+            ),
+            None => Box::new(
+                self.db
+                    .iter(
+                        SHORTROOMIDCOUNT_SHORTEVENTID,
+                        &room_prefix,
+                        &(meta.short, start).encode(),
+                        forward,
+                    )
+                    .take(budget),
+            ),
+        };
+        let mut rows = rows.peekable();
         let within_to = |count: u64| match (to, dir) {
             (Some(to), Direction::Backward) => count >= to,
             (Some(to), Direction::Forward) => count < to,
