@@ -150,7 +150,7 @@ impl Pdu {
 
     /// The client format as serialised JSON: the cached head plus `unsigned`.
     /// Pages of events are served from this without building JSON values.
-    pub fn to_client_raw(&self, unsigned: &Map<String, Value>) -> Result<Box<RawValue>> {
+    pub fn to_client_json(&self, unsigned: &Map<String, Value>) -> Result<String> {
         let head = self.client_head.get_or_init(|| {
             let base = self.client_base.get_or_init(|| self.client_base_map());
             let mut head = serde_json::to_string(base).expect("JSON maps serialise");
@@ -163,7 +163,7 @@ impl Pdu {
         out.push_str(",\"unsigned\":");
         out.push_str(&unsigned);
         out.push('}');
-        Ok(RawValue::from_string(out)?)
+        Ok(out)
     }
 
     fn client_base_map(&self) -> Map<String, Value> {

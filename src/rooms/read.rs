@@ -59,11 +59,15 @@ impl EventFilter {
 
 #[derive(Debug)]
 pub struct MessagesPage {
-    pub chunk: Vec<Box<serde_json::value::RawValue>>,
+    /// Client-format events, each serialised JSON.
+    pub chunk: Vec<String>,
     pub start: String,
     pub end: Option<String>,
     pub state: Vec<Value>,
 }
+
+/// One entry of the timeline index: ((short room, count), short event).
+type TimelineRow = ((u64, u64), u64);
 
 /// Pagination tokens name the boundary before a timeline count: `t<count>`.
 pub fn parse_token(token: &str) -> Result<u64> {
@@ -98,13 +102,13 @@ impl Rooms {
     }
 
     /// The same, serialised: what pages of events are built from.
-    pub fn client_event_raw(
+    pub fn client_event_json(
         &self,
         pdu: &Pdu,
         meta: &EventMeta,
         viewer: Option<(&UserId, &str)>,
-    ) -> Result<Box<serde_json::value::RawValue>> {
-        pdu.to_client_raw(&self.unsigned_for(pdu, meta, viewer, true)?)
+    ) -> Result<String> {
+        pdu.to_client_json(&self.unsigned_for(pdu, meta, viewer, true)?)
     }
 
     /// The client format without bundled relations (for events inside a bundle).
@@ -325,7 +329,7 @@ impl Rooms {
             .get(meta.short)?
             .lock()
             .page(start, forward, budget);
-        let rows: Box<dyn Iterator<Item = Result<((u64, u64), u64)>>> = match cached {
+        let rows: Box<dyn Iterator<Item = Result<TimelineRow>>> = match cached {
             Some(entries) => Box::new(
                 entries
                     .into_iter()
@@ -373,7 +377,7 @@ impl Rooms {
             }
             first_state.get_or_insert(event_meta.state_before);
             senders.insert(pdu.sender().to_owned());
-            chunk.push(self.client_event_raw(&pdu, &event_meta, Some(viewer))?);
+            chunk.push(self.client_event_json(&pdu, &event_meta, Some(viewer))?);
         }
         // More may follow if another stored event lies within `to`, or if the
         // scan budget ran out on events this user may not see.

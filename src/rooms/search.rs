@@ -208,12 +208,12 @@ impl Rooms {
             state_events.extend(before.state.iter().cloned());
             state_events.extend(after.state.iter().cloned());
         }
-        let take = |chunk: Vec<Box<serde_json::value::RawValue>>, n: usize| -> Result<Vec<Value>> {
+        let take = |chunk: Vec<String>, n: usize| -> Result<Vec<Value>> {
             let n = if limit == 0 { 0 } else { n };
             chunk
                 .into_iter()
                 .take(n)
-                .map(|raw| Ok(serde_json::from_str(raw.get())?))
+                .map(|json| Ok(serde_json::from_str(&json)?))
                 .collect()
         };
         Ok(json!({
