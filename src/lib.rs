@@ -10,6 +10,7 @@ pub mod error;
 pub mod federation;
 pub mod rooms;
 pub mod storage;
+pub mod sync;
 pub mod users;
 pub mod util;
 
@@ -34,6 +35,8 @@ pub struct Services {
     pub auth: Auth,
     pub rooms: rooms::Rooms,
     pub signing_key: Arc<federation::keys::SigningKey>,
+    /// Set when the server stops, so long-polls answer at once.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl Services {
@@ -51,6 +54,7 @@ impl Services {
             &config.server_name,
         )?);
         let rooms = rooms::Rooms::new(db.clone(), config.server_name.clone(), signing_key.clone());
+        let (stopping, _) = watch::channel(false);
         Ok(Arc::new(Self {
             config,
             db,
@@ -58,6 +62,7 @@ impl Services {
             auth,
             rooms,
             signing_key,
+            stopping,
         }))
     }
 }
@@ -143,6 +148,8 @@ impl Server {
     /// Stops accepting, lets requests in flight finish (bounded), flushes storage.
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.shutdown.send(true);
+        // Long-polls waiting for news answer now instead of holding the shutdown.
+        self.services.stopping.send_replace(true);
         let drained = tokio::time::timeout(Duration::from_secs(10), async {
             while self.tasks.join_next().await.is_some() {}
         })

@@ -7,6 +7,7 @@
 
 mod aliases;
 mod append;
+mod changes;
 mod create;
 mod incoming;
 mod membership;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     aliases::{AliasRecord, PublicRoom},
     append::EventDraft,
+    changes::{StoredEvent, TimelineSlice},
     create::{CreateRoom, Preset},
     pdu::Pdu,
     read::{Direction, EventFilter, MessagesPage, Visibility, parse_token, token},

@@ -41,7 +41,7 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn matches(&self, pdu: &Pdu) -> bool {
+    pub fn matches(&self, pdu: &Pdu) -> bool {
         let kind = pdu.kind().to_string();
         let type_ok = |pattern: &String| match pattern.strip_suffix('*') {
             Some(prefix) => kind.starts_with(prefix),
@@ -204,15 +204,14 @@ impl Rooms {
         if visibility == Visibility::WorldReadable {
             return Ok(true);
         }
-        // A user's own membership event counts as their membership at it.
+        // Users always see their own membership changes (their join, their
+        // invite, their kick), as Synapse does.
         let own_member_event = pdu.state_key() == Some(user.as_str())
             && *pdu.kind() == ruma::events::TimelineEventType::RoomMember;
-        let membership = if own_member_event {
-            pdu.content_str("membership")
-        } else {
-            membership_in_state
-        };
-        Ok(match membership.as_deref() {
+        if own_member_event {
+            return Ok(true);
+        }
+        Ok(match membership_in_state.as_deref() {
             Some("join") => true,
             Some("invite") if visibility == Visibility::Invited => true,
             // Shared history: visible to those who were joined at some point after it.

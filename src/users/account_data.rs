@@ -9,7 +9,8 @@ use super::Users;
 use crate::{
     error::Result,
     storage::{
-        Batch, JsonValue, Raw, USERIDCOUNT_ACCOUNTDATAKEY, USERIDROOMIDTYPE_ACCOUNTDATA, prefix,
+        Batch, JsonValue, Key, Raw, USERIDCOUNT_ACCOUNTDATAKEY, USERIDROOMIDTYPE_ACCOUNTDATA,
+        prefix,
     },
 };
 
@@ -89,5 +90,53 @@ impl Users {
         let p = prefix(&(user.to_owned(),));
         batch.delete_prefix(USERIDROOMIDTYPE_ACCOUNTDATA, &p)?;
         batch.delete_prefix(USERIDCOUNT_ACCOUNTDATAKEY, &p)
+    }
+}
+
+/// One account data entry as sync delivers it.
+#[derive(Debug)]
+pub struct AccountDataChange {
+    /// `None` for global account data.
+    pub room: Option<ruma::OwnedRoomId>,
+    pub kind: String,
+    pub content: Box<RawValue>,
+}
+
+impl Users {
+    /// Account data whose latest change has a count in (after, upto]; with
+    /// `after == 0`, all of it. Each (room, type) appears once, with its
+    /// current content.
+    pub fn account_data_between(
+        &self,
+        user: &UserId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<AccountDataChange>> {
+        let user_prefix = prefix(&(user.to_owned(),));
+        let start = (user.to_owned(), after.saturating_add(1)).encode();
+        let mut changes = Vec::new();
+        for row in self
+            .db
+            .iter(USERIDCOUNT_ACCOUNTDATAKEY, &user_prefix, &start, true)
+        {
+            let ((_, count), Raw(key)) = row?;
+            if count > upto {
+                break;
+            }
+            let (room, kind): (String, String) = serde_json::from_slice(&key)?;
+            let room = if room.is_empty() {
+                None
+            } else {
+                ruma::OwnedRoomId::try_from(room).ok()
+            };
+            if let Some(content) = self.account_data(user, room.as_deref(), &kind)? {
+                changes.push(AccountDataChange {
+                    room,
+                    kind,
+                    content,
+                });
+            }
+        }
+        Ok(changes)
     }
 }

@@ -8,7 +8,7 @@ use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    account_data::AccountDataEntry,
+    account_data::{AccountDataChange, AccountDataEntry},
     devices::{DeviceRecord, generate_device_id},
     profile::{MAX_PROFILE_BYTES, MAX_PROFILE_KEY_BYTES},
 };

@@ -13,5 +13,6 @@ mod rate_limits;
 mod relations;
 mod restart;
 mod rooms;
+mod sync;
 mod timeline;
 mod tokens;

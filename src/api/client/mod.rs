@@ -12,6 +12,7 @@ mod relations;
 mod rooms;
 mod search;
 mod session;
+mod sync;
 
 use axum::Router;
 
@@ -61,6 +62,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // filters
         .ruma(filter::create)
         .ruma(filter::get)
+        // sync
+        .ruma(sync::sync)
         // rooms
         .ruma(rooms::create)
         .ruma(rooms::joined)

@@ -1,0 +1,254 @@
+//! What a room looks like to a syncing user between two positions of the global
+//! count: new timeline events, state deltas, stripped state for invites, the
+//! summary. `/sync` is built from these.
+
+use std::sync::Arc;
+
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::{EventMeta, MembershipRecord, Pdu, Rooms, state::StateMap};
+use crate::{
+    error::Result,
+    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, prefix},
+};
+
+/// A stored event with its metadata.
+pub type StoredEvent = (Arc<Pdu>, Arc<EventMeta>);
+
+/// Timeline events of a room in (after, upto], the newest `limit` of them.
+#[derive(Debug, Default)]
+pub struct TimelineSlice {
+    pub events: Vec<StoredEvent>,
+    /// More events in the range than `limit`.
+    pub limited: bool,
+}
+
+/// State types shown in invites and knocks (the spec's recommended set).
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl Rooms {
+    /// Every room the user has a membership record in.
+    pub fn memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
+        let rows = self
+            .db
+            .scan_prefix(USERIDROOMID_MEMBERSHIP, &prefix(&(user.to_owned(),)))?;
+        Ok(rows
+            .into_iter()
+            .map(|((_, room), record)| (room, record))
+            .collect())
+    }
+
+    /// The count of the room's newest event (0 for an unknown room).
+    pub fn latest_count(&self, room: &RoomId) -> Result<u64> {
+        let Some(meta) = self.meta(room)? else {
+            return Ok(0);
+        };
+        let newest = self
+            .db
+            .iter(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &prefix(&(meta.short,)),
+                &(meta.short, u64::MAX).encode(),
+                false,
+            )
+            .next()
+            .transpose()?;
+        Ok(newest.map_or(0, |((_, count), _)| count))
+    }
+
+    /// The newest `limit` events with counts in (after, upto] that pass `keep`.
+    pub fn timeline_between(
+        &self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+        mut keep: impl FnMut(&Pdu, &EventMeta) -> Result<bool>,
+    ) -> Result<TimelineSlice> {
+        let meta = self.require_meta(room)?;
+        let start = upto.saturating_add(1);
+        let mut events = Vec::new();
+        let mut limited = false;
+        let rows = self.db.iter(
+            SHORTROOMIDCOUNT_SHORTEVENTID,
+            &prefix(&(meta.short,)),
+            &(meta.short, start).encode(),
+            false,
+        );
+        for row in rows {
+            let ((_, count), short) = row?;
+            if count <= after {
+                break;
+            }
+            let (Some(pdu), Some(event_meta)) = (self.pdu(short)?, self.event_meta_shared(short)?)
+            else {
+                continue;
+            };
+            if !keep(&pdu, &event_meta)? {
+                continue;
+            }
+            if events.len() == limit {
+                limited = true;
+                break;
+            }
+            events.push((pdu, event_meta));
+        }
+        events.reverse();
+        Ok(TimelineSlice { events, limited })
+    }
+
+    /// Whether the user may see this event (history visibility).
+    pub fn visible_to(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        pdu: &Pdu,
+        meta: &EventMeta,
+    ) -> Result<bool> {
+        let until = self.joined_until(room, user)?;
+        self.can_see(user, pdu, meta, until)
+    }
+
+    /// The state before the first event with a count above `count` (the room's
+    /// state "at" that position), or the current state if there is none.
+    pub fn state_at_count(&self, room: &RoomId, count: u64) -> Result<Arc<StateMap>> {
+        let meta = self.require_meta(room)?;
+        let next = self
+            .db
+            .iter(
+                SHORTROOMIDCOUNT_SHORTEVENTID,
+                &prefix(&(meta.short,)),
+                &(meta.short, count.saturating_add(1)).encode(),
+                true,
+            )
+            .next()
+            .transpose()?;
+        match next {
+            Some((_, short)) => match self.event_meta_shared(short)? {
+                Some(event_meta) => self.state.load(event_meta.state_before),
+                None => self.state.load(meta.current_state),
+            },
+            None => self.state.load(meta.current_state),
+        }
+    }
+
+    /// The state snapshot before an event.
+    pub fn state_before(&self, meta: &EventMeta) -> Result<Arc<StateMap>> {
+        self.state.load(meta.state_before)
+    }
+
+    pub fn current_state(&self, room: &RoomId) -> Result<Arc<StateMap>> {
+        self.state.load(self.require_meta(room)?.current_state)
+    }
+
+    /// State events in `to` that differ from `from`, as stored events.
+    pub fn state_delta(&self, from: &StateMap, to: &StateMap) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::new();
+        for (key, short) in to {
+            if from.get(key) != Some(short) {
+                events.extend(self.stored(*short)?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Every event of a state map.
+    pub fn state_events_of(&self, state: &StateMap) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::with_capacity(state.len());
+        for short in state.values() {
+            events.extend(self.stored(*short)?);
+        }
+        Ok(events)
+    }
+
+    /// Member events of the given users in a state map.
+    pub fn member_events_of(
+        &self,
+        state: &StateMap,
+        users: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::new();
+        for user in users {
+            if let Some(key) = self.state.short_key("m.room.member", &user)?
+                && let Some(short) = state.get(&key)
+            {
+                events.extend(self.stored(*short)?);
+            }
+        }
+        Ok(events)
+    }
+
+    fn stored(&self, short: u64) -> Result<Option<StoredEvent>> {
+        Ok(match (self.pdu(short)?, self.event_meta_shared(short)?) {
+            (Some(pdu), Some(meta)) => Some((pdu, meta)),
+            _ => None,
+        })
+    }
+
+    /// The stripped state an invited or knocking user sees, plus their own
+    /// membership event.
+    pub fn stripped_state(&self, room: &RoomId, user: &UserId) -> Result<Vec<Value>> {
+        let state = self.current_state(room)?;
+        let mut events = Vec::new();
+        let user_key = user.as_str().to_owned();
+        let wanted = STRIPPED_STATE
+            .iter()
+            .map(|kind| (*kind, ""))
+            .chain(std::iter::once(("m.room.member", user_key.as_str())));
+        for (kind, key) in wanted {
+            if let Some(event) = self.state_event(&state, kind, key)? {
+                events.push(json!({
+                    "type": kind,
+                    "state_key": key,
+                    "content": event.parsed_content(),
+                    "sender": event.sender(),
+                }));
+            }
+        }
+        Ok(events)
+    }
+
+    /// `summary` of a room for a user: heroes and member counts.
+    pub fn sync_summary(&self, room: &RoomId, user: &UserId) -> Result<Value> {
+        let state = self.current_state(room)?;
+        let (mut joined, mut invited) = (0u64, 0u64);
+        let mut heroes = Vec::new();
+        for (&key, &short) in state.iter() {
+            let (kind, member) = self.state.key_of(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let Some(event) = self.pdu(short)? else {
+                continue;
+            };
+            let membership = event.content_str("membership");
+            match membership.as_deref() {
+                Some("join") => joined += 1,
+                Some("invite") => invited += 1,
+                _ => continue,
+            }
+            if member != user.as_str() {
+                heroes.push((short, member));
+            }
+        }
+        // The spec: heroes are the first members to have joined or been invited.
+        heroes.sort();
+        let heroes: Vec<String> = heroes
+            .into_iter()
+            .take(5)
+            .map(|(_, member)| member)
+            .collect();
+        Ok(
+            json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }),
+        )
+    }
+}

@@ -1,0 +1,345 @@
+//! `/sync` v3: everything that concerns a device since its last sync token.
+//!
+//! A sync first registers watches (room timelines, the user's memberships and
+//! account data), then reads everything up to the visible count, and if that is
+//! empty sleeps on the watches until something arrives, the timeout passes or
+//! the server stops. Registering before reading means no change is lost.
+
+mod filter;
+pub mod token;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use futures_util::future::{FutureExt, select_all};
+use ruma::{OwnedRoomId, UserId};
+use serde_json::{Map, Value, json};
+
+pub use self::filter::SyncFilter;
+use crate::{
+    Services,
+    auth::Identity,
+    error::Result,
+    rooms::{StoredEvent, TimelineSlice},
+    storage::{
+        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDROOMID_MEMBERSHIP, Watch,
+        prefix,
+    },
+};
+
+/// Longest long-poll a client may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+pub struct SyncRequest {
+    pub since: Option<String>,
+    pub filter: SyncFilter,
+    pub full_state: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// Answers a sync, waiting up to the timeout for something new.
+pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Value> {
+    let since = req
+        .since
+        .as_deref()
+        .map(|t| token::decode(&who.user_id, t))
+        .transpose()?;
+    let deadline = tokio::time::Instant::now() + req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
+    let mut stopping = s.stopping.subscribe();
+    loop {
+        let watches = register_watches(s, &who.user_id)?;
+        let upto = s.db.visible_count();
+        let response = build(s, who, since, upto, &req)?;
+        let empty = since.is_some() && is_empty(&response);
+        let waited_long_enough = tokio::time::Instant::now() >= deadline || *stopping.borrow();
+        if !empty || waited_long_enough {
+            return Ok(response);
+        }
+        let woken = select_all(
+            watches
+                .into_iter()
+                .map(|mut w| async move { w.changed().await }.boxed()),
+        );
+        tokio::select! {
+            _ = woken => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+}
+
+fn register_watches(s: &Services, user: &UserId) -> Result<Vec<Watch>> {
+    let mut watches = vec![
+        s.db.watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),))),
+        s.db.watch(USERIDCOUNT_ACCOUNTDATAKEY, prefix(&(user.to_owned(),))),
+    ];
+    for room in s.rooms.joined_rooms(user)? {
+        if let Some(meta) = s.rooms.meta(&room)? {
+            watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));
+        }
+    }
+    Ok(watches)
+}
+
+fn is_empty(response: &Value) -> bool {
+    let rooms = &response["rooms"];
+    let no_rooms = ["join", "invite", "leave", "knock"]
+        .iter()
+        .all(|k| rooms[k].as_object().is_none_or(|m| m.is_empty()));
+    no_rooms
+        && response["account_data"]["events"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+}
+
+/// Everything in (since, upto] for this device.
+fn build(
+    s: &Services,
+    who: &Identity,
+    since: Option<u64>,
+    upto: u64,
+    req: &SyncRequest,
+) -> Result<Value> {
+    let user = &who.user_id;
+    let after = since.unwrap_or(0);
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+    let mut knock = Map::new();
+
+    // Room account data, grouped by room; global account data.
+    let mut room_account_data: std::collections::HashMap<OwnedRoomId, Vec<Value>> =
+        Default::default();
+    let mut global_account_data = Vec::new();
+    for change in s.users.account_data_between(user, after, upto)? {
+        let content: Value = serde_json::from_str(change.content.get())?;
+        let event = json!({ "type": change.kind, "content": content });
+        match change.room {
+            Some(room) => room_account_data.entry(room).or_default().push(event),
+            None if req.filter.account_data_allows(&change.kind) => global_account_data.push(event),
+            None => {}
+        }
+    }
+
+    for (room, record) in s.rooms.memberships(user)? {
+        if !req.filter.room_allowed(&room) || record.forgotten {
+            continue;
+        }
+        let changed_membership = record.count > after && record.count <= upto;
+        match record.membership.as_str() {
+            "join" => {
+                // A room joined since the token is new to this device: send it whole.
+                let fresh = since.is_none() || changed_membership;
+                let account_data = room_account_data.remove(&room).unwrap_or_default();
+                if let Some(section) =
+                    joined_room(s, who, &room, after, upto, fresh, account_data, req)?
+                {
+                    join.insert(room.to_string(), section);
+                }
+            }
+            "invite" if changed_membership || since.is_none() => {
+                invite.insert(
+                    room.to_string(),
+                    json!({ "invite_state": { "events": s.rooms.stripped_state(&room, user)? } }),
+                );
+            }
+            "knock" if changed_membership || since.is_none() => {
+                knock.insert(
+                    room.to_string(),
+                    json!({ "knock_state": { "events": s.rooms.stripped_state(&room, user)? } }),
+                );
+            }
+            "leave" | "ban"
+                if changed_membership && (since.is_some() || req.filter.include_leave) =>
+            {
+                leave.insert(
+                    room.to_string(),
+                    left_room(s, who, &room, after, record.count, req)?,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    Ok(json!({
+        "next_batch": token::encode(user, upto),
+        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
+        "account_data": { "events": global_account_data },
+        "presence": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn joined_room(
+    s: &Services,
+    who: &Identity,
+    room: &ruma::RoomId,
+    after: u64,
+    upto: u64,
+    fresh: bool,
+    account_data: Vec<Value>,
+    req: &SyncRequest,
+) -> Result<Option<Value>> {
+    let user = &who.user_id;
+    let from = if fresh { 0 } else { after };
+    if !fresh && account_data.is_empty() && s.rooms.latest_count(room)? <= after {
+        return Ok(None);
+    }
+    let filter = &req.filter;
+    let timeline =
+        s.rooms
+            .timeline_between(room, from, upto, filter.timeline_limit, |pdu, meta| {
+                Ok(filter.timeline_allows(pdu) && s.rooms.visible_to(room, user, pdu, meta)?)
+            })?;
+    if !fresh && timeline.events.is_empty() && account_data.is_empty() {
+        return Ok(None);
+    }
+    let state = state_section(
+        s,
+        room,
+        after,
+        upto,
+        fresh || req.full_state,
+        &timeline,
+        filter,
+    )?;
+    let mut section = json!({
+        "timeline": timeline_json(s, who, &timeline, from)?,
+        "state": { "events": events_json(s, &state)? },
+        "ephemeral": { "events": [] },
+        "account_data": { "events": account_data },
+    });
+    let members_changed = timeline
+        .events
+        .iter()
+        .any(|(pdu, _)| pdu.kind().to_string() == "m.room.member");
+    if fresh || members_changed {
+        section["summary"] = s.rooms.sync_summary(room, user)?;
+    }
+    Ok(Some(section))
+}
+
+/// The state section: the state at the start of the timeline, minus what the
+/// device already has (for an incremental sync), filtered.
+fn state_section(
+    s: &Services,
+    room: &ruma::RoomId,
+    after: u64,
+    upto: u64,
+    whole: bool,
+    timeline: &TimelineSlice,
+    filter: &SyncFilter,
+) -> Result<Vec<StoredEvent>> {
+    let at_timeline_start = match timeline.events.first() {
+        Some((_, meta)) => s.rooms.state_before(meta)?,
+        None => s.rooms.state_at_count(room, upto)?,
+    };
+    let events = if whole {
+        s.rooms.state_events_of(&at_timeline_start)?
+    } else if timeline.limited {
+        // Changes between the token and the start of the timeline were skipped.
+        let at_token = s.rooms.state_at_count(room, after)?;
+        s.rooms.state_delta(&at_token, &at_timeline_start)?
+    } else {
+        Vec::new()
+    };
+    let timeline_ids: BTreeSet<_> = timeline
+        .events
+        .iter()
+        .map(|(pdu, _)| pdu.event_id.clone())
+        .collect();
+    let senders: BTreeSet<String> = timeline
+        .events
+        .iter()
+        .map(|(pdu, _)| pdu.sender().to_string())
+        .collect();
+    let mut kept: Vec<StoredEvent> = events
+        .into_iter()
+        .filter(|(pdu, _)| !timeline_ids.contains(&pdu.event_id) && filter.state_allows(pdu))
+        .filter(|(pdu, _)| {
+            // Lazy loading: member events only for the timeline's senders.
+            !filter.lazy_load_members
+                || pdu.kind().to_string() != "m.room.member"
+                || pdu.state_key().is_some_and(|k| senders.contains(k))
+        })
+        .collect();
+    if filter.lazy_load_members && (whole || timeline.limited) {
+        // Senders whose member event is older than the state diff.
+        let have: BTreeSet<String> = kept
+            .iter()
+            .filter(|(pdu, _)| pdu.kind().to_string() == "m.room.member")
+            .filter_map(|(pdu, _)| pdu.state_key().map(str::to_owned))
+            .collect();
+        let missing: Vec<String> = senders.into_iter().filter(|u| !have.contains(u)).collect();
+        kept.extend(
+            s.rooms
+                .member_events_of(&at_timeline_start, missing)?
+                .into_iter()
+                .filter(|(pdu, _)| !timeline_ids.contains(&pdu.event_id)),
+        );
+    }
+    Ok(kept)
+}
+
+fn timeline_json(
+    s: &Services,
+    who: &Identity,
+    timeline: &TimelineSlice,
+    from: u64,
+) -> Result<Value> {
+    let viewer = Some((who.user_id.as_ref(), who.device_id.as_str()));
+    let mut events = Vec::with_capacity(timeline.events.len());
+    for (pdu, meta) in &timeline.events {
+        events.push(s.rooms.client_event(pdu, meta, viewer)?);
+    }
+    let prev_batch = timeline
+        .events
+        .first()
+        .map_or(from.saturating_add(1), |(_, meta)| meta.count);
+    Ok(
+        json!({ "events": events, "limited": timeline.limited, "prev_batch": crate::rooms::token(prev_batch) }),
+    )
+}
+
+fn events_json(s: &Services, events: &[StoredEvent]) -> Result<Vec<Value>> {
+    events
+        .iter()
+        .map(|(pdu, meta)| s.rooms.client_event(pdu, meta, None))
+        .collect()
+}
+
+/// A room the user left (or was removed from) since the token: its timeline
+/// up to the leave.
+fn left_room(
+    s: &Services,
+    who: &Identity,
+    room: &ruma::RoomId,
+    after: u64,
+    left_at: u64,
+    req: &SyncRequest,
+) -> Result<Value> {
+    let user = &who.user_id;
+    let filter = &req.filter;
+    let timeline =
+        s.rooms
+            .timeline_between(room, after, left_at, filter.timeline_limit, |pdu, meta| {
+                Ok(filter.timeline_allows(pdu) && s.rooms.visible_to(room, user, pdu, meta)?)
+            })?;
+    let state = state_section(
+        s,
+        room,
+        after,
+        left_at,
+        req.full_state || after == 0,
+        &timeline,
+        filter,
+    )?;
+    Ok(json!({
+        "timeline": timeline_json(s, who, &timeline, after)?,
+        "state": { "events": events_json(s, &state)? },
+        "account_data": { "events": [] },
+    }))
+}
