@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod rooms;
@@ -35,6 +36,7 @@ pub struct Services {
     pub auth: Auth,
     pub rooms: rooms::Rooms,
     pub signing_key: Arc<federation::keys::SigningKey>,
+    pub to_device: ephemeral::to_device::ToDevice,
     /// Set when the server stops, so long-polls answer at once.
     pub stopping: watch::Sender<bool>,
 }
@@ -55,6 +57,7 @@ impl Services {
         )?);
         let rooms = rooms::Rooms::new(db.clone(), config.server_name.clone(), signing_key.clone());
         let (stopping, _) = watch::channel(false);
+        let to_device = ephemeral::to_device::ToDevice::new(db.clone(), users.clone());
         Ok(Arc::new(Self {
             config,
             db,
@@ -62,6 +65,7 @@ impl Services {
             auth,
             rooms,
             signing_key,
+            to_device,
             stopping,
         }))
     }

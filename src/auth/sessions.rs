@@ -398,7 +398,7 @@ impl Sessions {
         let Some(record) = self.users.device(user, device)? else {
             return Ok(None);
         };
-        self.users.delete_device(batch, user, device);
+        self.users.delete_device(batch, user, device)?;
         self.stage_delete_session(batch, record.session)?;
         Ok(Some(record.session))
     }

@@ -89,6 +89,15 @@ pub const SHORTROOMIDTSCOUNT_SHORTEVENTID: Table<(u64, u64, u64), u64> =
 /// Content reports: id -> the report.
 pub const REPORTID_REPORT: Table<u64, Raw> = Table::new("reportid_report");
 
+// --- ephemeral and to-device ---
+
+/// To-device messages waiting for a device: (user, device, count) -> the event JSON.
+pub const USERIDDEVICECOUNT_TODEVICE: Table<(OwnedUserId, OwnedDeviceId, u64), Raw> =
+    Table::new("useriddevicecount_todevice");
+/// Idempotent to-device sends: (user, device, txn id) -> ().
+pub const USERIDDEVICETXN_TODEVICE: Table<(OwnedUserId, OwnedDeviceId, String), ()> =
+    Table::new("useriddevicetxn_todevice");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -121,4 +130,6 @@ pub const ALL_COLUMNS: &[&str] = &[
     TOKENSHORTROOMIDCOUNT_SHORTEVENTID.name,
     SHORTROOMIDTSCOUNT_SHORTEVENTID.name,
     REPORTID_REPORT.name,
+    USERIDDEVICECOUNT_TODEVICE.name,
+    USERIDDEVICETXN_TODEVICE.name,
 ];

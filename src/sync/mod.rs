@@ -11,7 +11,7 @@ pub mod token;
 use std::{collections::BTreeSet, time::Duration};
 
 use futures_util::future::{FutureExt, select_all};
-use ruma::{OwnedRoomId, UserId};
+use ruma::OwnedRoomId;
 use serde_json::{Map, Value, json};
 
 pub use self::filter::SyncFilter;
@@ -21,8 +21,8 @@ use crate::{
     error::Result,
     rooms::{StoredEvent, TimelineSlice},
     storage::{
-        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDROOMID_MEMBERSHIP, Watch,
-        prefix,
+        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE,
+        USERIDROOMID_MEMBERSHIP, Watch, prefix,
     },
 };
 
@@ -44,10 +44,15 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Valu
         .as_deref()
         .map(|t| token::decode(&who.user_id, t))
         .transpose()?;
+    if let Some(acknowledged) = since {
+        // The device has what the token covers: its to-device messages can go.
+        s.to_device
+            .acknowledge(&who.user_id, &who.device_id, acknowledged)?;
+    }
     let deadline = tokio::time::Instant::now() + req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let mut stopping = s.stopping.subscribe();
     loop {
-        let watches = register_watches(s, &who.user_id)?;
+        let watches = register_watches(s, who)?;
         let upto = s.db.visible_count();
         let response = build(s, who, since, upto, &req)?;
         let empty = since.is_some() && is_empty(&response);
@@ -68,10 +73,15 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Valu
     }
 }
 
-fn register_watches(s: &Services, user: &UserId) -> Result<Vec<Watch>> {
+fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
+    let user = &who.user_id;
     let mut watches = vec![
         s.db.watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),))),
         s.db.watch(USERIDCOUNT_ACCOUNTDATAKEY, prefix(&(user.to_owned(),))),
+        s.db.watch(
+            USERIDDEVICECOUNT_TODEVICE,
+            prefix(&(user.clone(), who.device_id.clone())),
+        ),
     ];
     for room in s.rooms.joined_rooms(user)? {
         if let Some(meta) = s.rooms.meta(&room)? {
@@ -86,10 +96,12 @@ fn is_empty(response: &Value) -> bool {
     let no_rooms = ["join", "invite", "leave", "knock"]
         .iter()
         .all(|k| rooms[k].as_object().is_none_or(|m| m.is_empty()));
-    no_rooms
-        && response["account_data"]["events"]
+    let no_list = |section: &str| {
+        response[section]["events"]
             .as_array()
             .is_none_or(|a| a.is_empty())
+    };
+    no_rooms && no_list("account_data") && no_list("to_device")
 }
 
 /// Everything in (since, upto] for this device.
@@ -166,7 +178,7 @@ fn build(
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_account_data },
         "presence": { "events": [] },
-        "to_device": { "events": [] },
+                "to_device": { "events": s.to_device.pending(user, &who.device_id, after, upto)? },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
     }))

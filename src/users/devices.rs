@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Users;
 use crate::{
     error::Result,
-    storage::{Batch, JsonValue, USERIDDEVICEID_DEVICE, prefix},
+    storage::{Batch, JsonValue, USERIDDEVICECOUNT_TODEVICE, USERIDDEVICEID_DEVICE, prefix},
     util::random_string_from,
 };
 
@@ -58,8 +58,18 @@ impl Users {
         );
     }
 
-    pub fn delete_device(&self, batch: &mut Batch, user: &UserId, device: &ruma::DeviceId) {
+    /// Deletes a device and what is queued for it.
+    pub fn delete_device(
+        &self,
+        batch: &mut Batch,
+        user: &UserId,
+        device: &ruma::DeviceId,
+    ) -> Result<()> {
         batch.delete(USERIDDEVICEID_DEVICE, &(user.to_owned(), device.to_owned()));
+        batch.delete_prefix(
+            USERIDDEVICECOUNT_TODEVICE,
+            &prefix(&(user.to_owned(), device.to_owned())),
+        )
     }
 
     pub fn set_device_display_name(

@@ -452,3 +452,52 @@ async fn a_waiting_sync_ends_cleanly_at_shutdown() {
         "shutdown did not wait for the poll's timeout"
     );
 }
+
+#[tokio::test]
+async fn to_device_messages_are_delivered_once_and_survive_restarts() {
+    let mut s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob_phone = s.register("bob").await;
+    let bob_laptop = s.login_ok("bob").await;
+    let token = sync(&s, &bob_phone, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let encrypted = json!({ "algorithm": "m.olm.v1.curve25519-aes-sha2", "sender_key": "abc", "ciphertext": { "k": { "type": 0, "body": "opaque" } } });
+    let path = "/_matrix/client/v3/sendToDevice/m.room.encrypted/t1";
+    let body =
+        json!({ "messages": { "@bob:localhost": { bob_phone.device_id.clone(): encrypted } } });
+    assert_eq!(s.put(path, Some(&alice.token), body.clone()).await.0, 200);
+    assert_eq!(
+        s.put(path, Some(&alice.token), body).await.0,
+        200,
+        "a retry"
+    );
+    let all = json!({ "messages": { "@bob:localhost": { "*": { "hello": "everyone" } } } });
+    s.put(
+        "/_matrix/client/v3/sendToDevice/ai.iambig.ping/t2",
+        Some(&alice.token),
+        all,
+    )
+    .await;
+
+    s.restart().await;
+    let resp = sync(&s, &bob_phone, &format!("since={token}")).await;
+    let events = resp["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "the retry added nothing: {events:?}");
+    assert_eq!(events[0]["type"], "m.room.encrypted");
+    assert_eq!(events[0]["sender"], "@alice:localhost");
+    assert_eq!(events[0]["content"], encrypted, "passed through untouched");
+    assert_eq!(events[1]["content"], json!({ "hello": "everyone" }));
+
+    // Not acknowledged yet: the same token gets them again; the next token does not.
+    let again = sync(&s, &bob_phone, &format!("since={token}")).await;
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 2);
+    let next = again["next_batch"].as_str().unwrap();
+    let after = sync(&s, &bob_phone, &format!("since={next}")).await;
+    assert!(after["to_device"]["events"].as_array().unwrap().is_empty());
+    // The laptop got only the message for all devices.
+    let laptop = sync(&s, &bob_laptop, "").await;
+    assert_eq!(laptop["to_device"]["events"].as_array().unwrap().len(), 1);
+}

@@ -13,6 +13,7 @@ mod rooms;
 mod search;
 mod session;
 mod sync;
+mod to_device;
 
 use axum::Router;
 
@@ -62,8 +63,9 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // filters
         .ruma(filter::create)
         .ruma(filter::get)
-        // sync
+        // sync and device messaging
         .ruma(sync::sync)
+        .ruma(to_device::send)
         // rooms
         .ruma(rooms::create)
         .ruma(rooms::joined)
