@@ -37,6 +37,8 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub signing_key: Arc<federation::keys::SigningKey>,
     pub to_device: ephemeral::to_device::ToDevice,
+    pub typing: Arc<ephemeral::typing::Typing>,
+    pub receipts: ephemeral::receipts::Receipts,
     /// Set when the server stops, so long-polls answer at once.
     pub stopping: watch::Sender<bool>,
 }
@@ -58,6 +60,8 @@ impl Services {
         let rooms = rooms::Rooms::new(db.clone(), config.server_name.clone(), signing_key.clone());
         let (stopping, _) = watch::channel(false);
         let to_device = ephemeral::to_device::ToDevice::new(db.clone(), users.clone());
+        let typing = ephemeral::typing::Typing::new(db.clone());
+        let receipts = ephemeral::receipts::Receipts::new(db.clone());
         Ok(Arc::new(Self {
             config,
             db,
@@ -66,6 +70,8 @@ impl Services {
             rooms,
             signing_key,
             to_device,
+            typing,
+            receipts,
             stopping,
         }))
     }

@@ -1,4 +1,6 @@
-//! Ephemeral data and device messaging: to-device messages (more to come:
-//! typing, receipts, presence).
+//! Ephemeral data and device messaging: typing notifications, read receipts and
+//! to-device messages (presence comes next).
 
+pub mod receipts;
 pub mod to_device;
+pub mod typing;

@@ -98,6 +98,16 @@ pub const USERIDDEVICECOUNT_TODEVICE: Table<(OwnedUserId, OwnedDeviceId, u64), R
 pub const USERIDDEVICETXN_TODEVICE: Table<(OwnedUserId, OwnedDeviceId, String), ()> =
     Table::new("useriddevicetxn_todevice");
 
+/// The count of each room's latest typing change (typing itself is in memory;
+/// writing here wakes syncs).
+pub const SHORTROOMID_TYPINGCOUNT: Table<u64, u64> = Table::new("shortroomid_typingcount");
+/// Receipts: (short room id, receipt type, user, thread or "") -> {event_id, ts, count}.
+pub const SHORTROOMIDTYPEUSERTHREAD_RECEIPT: Table<(u64, String, OwnedUserId, String), Raw> =
+    Table::new("shortroomidtypeuserthread_receipt");
+/// Change feed of receipts: (short room id, count) -> [type, user, thread].
+pub const SHORTROOMIDCOUNT_RECEIPTKEY: Table<(u64, u64), Raw> =
+    Table::new("shortroomidcount_receiptkey");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -132,4 +142,7 @@ pub const ALL_COLUMNS: &[&str] = &[
     REPORTID_REPORT.name,
     USERIDDEVICECOUNT_TODEVICE.name,
     USERIDDEVICETXN_TODEVICE.name,
+    SHORTROOMID_TYPINGCOUNT.name,
+    SHORTROOMIDTYPEUSERTHREAD_RECEIPT.name,
+    SHORTROOMIDCOUNT_RECEIPTKEY.name,
 ];

@@ -21,8 +21,9 @@ use crate::{
     error::Result,
     rooms::{StoredEvent, TimelineSlice},
     storage::{
-        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE,
-        USERIDROOMID_MEMBERSHIP, Watch, prefix,
+        Key, SHORTROOMID_TYPINGCOUNT, SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDCOUNT_SHORTEVENTID,
+        USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, Watch,
+        prefix,
     },
 };
 
@@ -86,6 +87,8 @@ fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
     for room in s.rooms.joined_rooms(user)? {
         if let Some(meta) = s.rooms.meta(&room)? {
             watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));
+            watches.push(s.db.watch(SHORTROOMID_TYPINGCOUNT, meta.short.encode()));
+            watches.push(s.db.watch(SHORTROOMIDCOUNT_RECEIPTKEY, prefix(&(meta.short,))));
         }
     }
     Ok(watches)
@@ -197,7 +200,9 @@ fn joined_room(
 ) -> Result<Option<Value>> {
     let user = &who.user_id;
     let from = if fresh { 0 } else { after };
-    if !fresh && account_data.is_empty() && s.rooms.latest_count(room)? <= after {
+    let ephemeral = ephemeral_events(s, who, room, from, upto)?;
+    let quiet = account_data.is_empty() && ephemeral.is_empty();
+    if !fresh && quiet && s.rooms.latest_count(room)? <= after {
         return Ok(None);
     }
     let filter = &req.filter;
@@ -206,7 +211,7 @@ fn joined_room(
             .timeline_between(room, from, upto, filter.timeline_limit, |pdu, meta| {
                 Ok(filter.timeline_allows(pdu) && s.rooms.visible_to(room, user, pdu, meta)?)
             })?;
-    if !fresh && timeline.events.is_empty() && account_data.is_empty() {
+    if !fresh && timeline.events.is_empty() && quiet {
         return Ok(None);
     }
     let state = state_section(
@@ -221,7 +226,7 @@ fn joined_room(
     let mut section = json!({
         "timeline": timeline_json(s, who, &timeline, from)?,
         "state": { "events": events_json(s, &state)? },
-        "ephemeral": { "events": [] },
+                "ephemeral": { "events": ephemeral },
         "account_data": { "events": account_data },
     });
     let members_changed = timeline
@@ -232,6 +237,28 @@ fn joined_room(
         section["summary"] = s.rooms.sync_summary(room, user)?;
     }
     Ok(Some(section))
+}
+
+/// Typing and receipts that changed in (after, upto].
+fn ephemeral_events(
+    s: &Services,
+    who: &Identity,
+    room: &ruma::RoomId,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<Value>> {
+    let short_room = s.rooms.require_meta(room)?.short;
+    let mut events = Vec::new();
+    if let Some(users) = s.typing.typing_since(short_room, after) {
+        events.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+    }
+    if let Some(receipts) = s
+        .receipts
+        .receipt_event_since(short_room, &who.user_id, after, upto)?
+    {
+        events.push(receipts);
+    }
+    Ok(events)
 }
 
 /// The state section: the state at the start of the timeline, minus what the

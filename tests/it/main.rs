@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod devices;
 mod discovery;
+mod ephemeral;
 mod http_layer;
 mod profile;
 mod rate_limits;

@@ -5,6 +5,7 @@ mod account_data;
 mod devices;
 mod directory;
 pub mod discovery;
+mod ephemeral;
 mod filter;
 mod membership;
 mod profile;
@@ -66,6 +67,9 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         // sync and device messaging
         .ruma(sync::sync)
         .ruma(to_device::send)
+        .ruma(ephemeral::typing)
+        .ruma(ephemeral::receipt)
+        .ruma(ephemeral::read_markers)
         // rooms
         .ruma(rooms::create)
         .ruma(rooms::joined)

@@ -1,0 +1,114 @@
+//! Read receipts (`m.read`, `m.read.private`, threaded ones): the latest per
+//! (room, type, user, thread), with a change feed by count for sync.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedUserId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    error::Result,
+    storage::{
+        Engine, Key, Raw, SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDTYPEUSERTHREAD_RECEIPT, prefix,
+    },
+    util::now_ms,
+};
+
+#[derive(Debug)]
+pub struct Receipts {
+    db: Engine,
+}
+
+/// Receipt types only their owner may see.
+fn is_private(kind: &str) -> bool {
+    kind == "m.read.private"
+}
+
+impl Receipts {
+    pub fn new(db: Engine) -> Self {
+        Self { db }
+    }
+
+    /// Records a user's receipt (replacing their previous one of that type and thread).
+    pub fn set(
+        &self,
+        short_room: u64,
+        kind: &str,
+        user: &UserId,
+        thread: Option<&str>,
+        event_id: &str,
+    ) -> Result<()> {
+        let thread = thread.unwrap_or_default().to_owned();
+        let key = (short_room, kind.to_owned(), user.to_owned(), thread.clone());
+        let mut batch = self.db.batch();
+        if let Some(Raw(old)) = self.db.get(SHORTROOMIDTYPEUSERTHREAD_RECEIPT, &key)? {
+            let old: Value = serde_json::from_slice(&old)?;
+            if let Some(count) = old["count"].as_u64() {
+                batch.delete(SHORTROOMIDCOUNT_RECEIPTKEY, &(short_room, count));
+            }
+        }
+        let count = batch.next_count()?;
+        let record = json!({ "event_id": event_id, "ts": now_ms(), "count": count });
+        batch.put(
+            SHORTROOMIDTYPEUSERTHREAD_RECEIPT,
+            &key,
+            &Raw(serde_json::to_vec(&record)?),
+        );
+        batch.put(
+            SHORTROOMIDCOUNT_RECEIPTKEY,
+            &(short_room, count),
+            &Raw(serde_json::to_vec(&json!([kind, user, thread]))?),
+        );
+        batch.commit()
+    }
+
+    /// The `m.receipt` content of receipts changed in (after, upto], as `viewer`
+    /// may see them; `None` when there are none.
+    pub fn receipt_event_since(
+        &self,
+        short_room: u64,
+        viewer: &UserId,
+        after: u64,
+        upto: u64,
+    ) -> Result<Option<Value>> {
+        let room_prefix = prefix(&(short_room,));
+        let start = (short_room, after.saturating_add(1)).encode();
+        // event_id -> type -> user -> {ts, thread_id?}
+        let mut content: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
+        for row in self
+            .db
+            .iter(SHORTROOMIDCOUNT_RECEIPTKEY, &room_prefix, &start, true)
+        {
+            let ((_, count), Raw(key)) = row?;
+            if count > upto {
+                break;
+            }
+            let (kind, user, thread): (String, OwnedUserId, String) = serde_json::from_slice(&key)?;
+            if is_private(&kind) && user != viewer {
+                continue;
+            }
+            let key = (short_room, kind.clone(), user.clone(), thread.clone());
+            let Some(Raw(record)) = self.db.get(SHORTROOMIDTYPEUSERTHREAD_RECEIPT, &key)? else {
+                continue;
+            };
+            let record: Value = serde_json::from_slice(&record)?;
+            let Some(event_id) = record["event_id"].as_str() else {
+                continue;
+            };
+            let mut receipt = json!({ "ts": record["ts"] });
+            if !thread.is_empty() {
+                receipt["thread_id"] = json!(thread);
+            }
+            content
+                .entry(event_id.to_owned())
+                .or_default()
+                .entry(kind)
+                .or_default()
+                .insert(user.to_string(), receipt);
+        }
+        if content.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(json!({ "type": "m.receipt", "content": content })))
+    }
+}

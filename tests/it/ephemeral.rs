@@ -1,0 +1,202 @@
+//! Typing notifications, receipts and read markers, as sync delivers them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?{query}"),
+            Some(&who.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn ephemeral(resp: &Value, room: &str, kind: &str) -> Option<Value> {
+    resp["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["type"] == kind)
+        .map(|e| e["content"].clone())
+}
+
+async fn pair() -> (TestServer, Session, Session, String) {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    (s, alice, bob, room)
+}
+
+#[tokio::test]
+async fn typing_is_delivered_and_expires_by_itself() {
+    let (s, alice, bob, room) = pair().await;
+    let token = sync(&s, &bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost");
+    let (status, _) = s
+        .put(
+            &path,
+            Some(&alice.token),
+            json!({ "typing": true, "timeout": 1000 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let resp = sync(&s, &bob, &format!("since={token}&timeout=5000")).await;
+    assert_eq!(
+        ephemeral(&resp, &room, "m.typing").unwrap(),
+        json!({ "user_ids": ["@alice:localhost"] })
+    );
+    let token = resp["next_batch"].as_str().unwrap().to_owned();
+    // The expiry itself wakes the long-poll.
+    let started = Instant::now();
+    let resp = sync(&s, &bob, &format!("since={token}&timeout=10000")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by the expiry"
+    );
+    assert_eq!(
+        ephemeral(&resp, &room, "m.typing").unwrap(),
+        json!({ "user_ids": [] })
+    );
+
+    // Stopping explicitly; others' typing state cannot be set; non-members cannot type.
+    s.put(
+        &path,
+        Some(&alice.token),
+        json!({ "typing": true, "timeout": 30000 }),
+    )
+    .await;
+    s.put(&path, Some(&alice.token), json!({ "typing": false }))
+        .await;
+    assert_error(
+        &s.put(
+            &path,
+            Some(&bob.token),
+            json!({ "typing": true, "timeout": 1000 }),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let eve = s.register("eve").await;
+    let eves = format!("/_matrix/client/v3/rooms/{room}/typing/@eve:localhost");
+    assert_error(
+        &s.put(
+            &eves,
+            Some(&eve.token),
+            json!({ "typing": true, "timeout": 1000 }),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn receipts_public_private_and_threaded() {
+    let (s, alice, bob, room) = pair().await;
+    let event = s.send_ok(&alice, &room, "read me").await;
+    let token = sync(&s, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let receipt = |kind: &str| format!("/_matrix/client/v3/rooms/{room}/receipt/{kind}/{event}");
+    assert_eq!(
+        s.post(&receipt("m.read"), Some(&bob.token), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.post(&receipt("m.read.private"), Some(&bob.token), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.post(
+            &receipt("m.read"),
+            Some(&bob.token),
+            json!({ "thread_id": "main" })
+        )
+        .await
+        .0,
+        200
+    );
+
+    let resp = sync(&s, &alice, &format!("since={token}")).await;
+    let content = ephemeral(&resp, &room, "m.receipt").unwrap();
+    let read = &content[&event]["m.read"]["@bob:localhost"];
+    assert!(read["ts"].is_u64(), "{content}");
+    assert!(
+        content[&event].get("m.read.private").is_none(),
+        "private receipts stay private: {content}"
+    );
+    // Bob sees his own private receipt.
+    let bobs = sync(&s, &bob, "").await;
+    let mine = ephemeral(&bobs, &room, "m.receipt").unwrap();
+    assert!(
+        mine[&event]["m.read.private"]["@bob:localhost"].is_object(),
+        "{mine}"
+    );
+
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/$unknown"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    let eve = s.register("eve").await;
+    assert_error(
+        &s.post(&receipt("m.read"), Some(&eve.token), json!({}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn read_markers_set_fully_read_and_receipts() {
+    let (s, alice, bob, room) = pair().await;
+    let event = s.send_ok(&alice, &room, "marker").await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/read_markers"),
+            Some(&bob.token),
+            json!({ "m.fully_read": event, "m.read": event }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, fully) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/user/@bob:localhost/rooms/{room}/account_data/m.fully_read"
+            ),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fully["event_id"], event.as_str());
+    let resp = sync(&s, &bob, "").await;
+    let room_data = resp["rooms"]["join"][&room]["account_data"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(room_data.iter().any(|e| e["type"] == "m.fully_read"));
+    let receipts = ephemeral(&resp, &room, "m.receipt").unwrap();
+    assert!(receipts[&event]["m.read"]["@bob:localhost"].is_object());
+}
