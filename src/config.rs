@@ -32,6 +32,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub well_known: WellKnownConfig,
     pub http: HttpConfig,
+    pub presence: PresenceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +88,27 @@ pub struct WellKnownConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Track and share presence (online, unavailable, offline, last seen).
+    pub enabled: bool,
+    /// A user with no activity for this long shows as `unavailable`.
+    pub idle_timeout_ms: u64,
+    /// A user none of whose devices has synced for this long shows as `offline`.
+    pub offline_timeout_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_ms: 5 * 60 * 1000,
+            offline_timeout_ms: 30 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -108,6 +130,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             well_known: WellKnownConfig::default(),
             http: HttpConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -239,6 +262,12 @@ impl Config {
                 "auth.uia_session_lifetime_ms",
                 "must be at least 10000 (10 s)",
             );
+        }
+        if self.presence.idle_timeout_ms < 1000 {
+            return err("presence.idle_timeout_ms", "must be at least 1000 (1 s)");
+        }
+        if self.presence.offline_timeout_ms < 1000 {
+            return err("presence.offline_timeout_ms", "must be at least 1000 (1 s)");
         }
         if self.http.max_request_bytes < 4096 {
             return err("http.max_request_bytes", "must be at least 4096");

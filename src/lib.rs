@@ -39,6 +39,7 @@ pub struct Services {
     pub to_device: ephemeral::to_device::ToDevice,
     pub typing: Arc<ephemeral::typing::Typing>,
     pub receipts: ephemeral::receipts::Receipts,
+    pub presence: Arc<ephemeral::presence::Presence>,
     /// Set when the server stops, so long-polls answer at once.
     pub stopping: watch::Sender<bool>,
 }
@@ -62,6 +63,7 @@ impl Services {
         let to_device = ephemeral::to_device::ToDevice::new(db.clone(), users.clone());
         let typing = ephemeral::typing::Typing::new(db.clone());
         let receipts = ephemeral::receipts::Receipts::new(db.clone());
+        let presence = ephemeral::presence::Presence::new(db.clone(), config.presence.clone())?;
         Ok(Arc::new(Self {
             config,
             db,
@@ -72,6 +74,7 @@ impl Services {
             to_device,
             typing,
             receipts,
+            presence,
             stopping,
         }))
     }
@@ -107,6 +110,9 @@ impl Server {
             config.public_baseurl = Some(format!("http://{}", listeners[0].1));
         }
         let services = Services::open(config)?;
+        if services.presence.enabled() {
+            services.presence.spawn_sweeper();
+        }
         let app = api::router(services.clone());
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();

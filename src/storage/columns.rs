@@ -108,6 +108,11 @@ pub const SHORTROOMIDTYPEUSERTHREAD_RECEIPT: Table<(u64, String, OwnedUserId, St
 pub const SHORTROOMIDCOUNT_RECEIPTKEY: Table<(u64, u64), Raw> =
     Table::new("shortroomidcount_receiptkey");
 
+/// Presence of each user (what was set and when they were last active or synced).
+pub const USERID_PRESENCE: Table<OwnedUserId, Raw> = Table::new("userid_presence");
+/// Change feed of presence: count -> user, for sync.
+pub const COUNT_PRESENCEUSER: Table<u64, Raw> = Table::new("count_presenceuser");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -145,4 +150,6 @@ pub const ALL_COLUMNS: &[&str] = &[
     SHORTROOMID_TYPINGCOUNT.name,
     SHORTROOMIDTYPEUSERTHREAD_RECEIPT.name,
     SHORTROOMIDCOUNT_RECEIPTKEY.name,
+    USERID_PRESENCE.name,
+    COUNT_PRESENCEUSER.name,
 ];

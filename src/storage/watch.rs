@@ -6,7 +6,8 @@
 //! exists before the read, a write that lands between the read and the sleep is
 //! still seen: no lost wake-up.
 //!
-//! Prefixes end at a key-part boundary (see `codec::prefix`) or are whole keys.
+//! Prefixes end at a key-part boundary (see `codec::prefix`), are whole keys,
+//! or are empty (the whole table).
 
 use std::collections::HashMap;
 
@@ -52,11 +53,14 @@ impl Watchers {
             if prefixes.is_empty() {
                 continue;
             }
-            let boundaries = key
-                .iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == SEP)
-                .map(|(i, _)| i + 1)
+            // The empty prefix watches a whole table.
+            let boundaries = std::iter::once(0)
+                .chain(
+                    key.iter()
+                        .enumerate()
+                        .filter(|&(_, &b)| b == SEP)
+                        .map(|(i, _)| i + 1),
+                )
                 .chain(std::iter::once(key.len()));
             for end in boundaries {
                 let candidate = &key[..end];

@@ -21,9 +21,9 @@ use crate::{
     error::Result,
     rooms::{StoredEvent, TimelineSlice},
     storage::{
-        Key, SHORTROOMID_TYPINGCOUNT, SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDCOUNT_SHORTEVENTID,
-        USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, Watch,
-        prefix,
+        COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT, SHORTROOMIDCOUNT_RECEIPTKEY,
+        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE,
+        USERIDROOMID_MEMBERSHIP, Watch, prefix,
     },
 };
 
@@ -33,6 +33,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Default)]
 pub struct SyncRequest {
     pub since: Option<String>,
+    /// `set_presence`: online (the default), unavailable or offline.
+    pub set_presence: String,
     pub filter: SyncFilter,
     pub full_state: bool,
     pub timeout: Option<Duration>,
@@ -45,6 +47,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Valu
         .as_deref()
         .map(|t| token::decode(&who.user_id, t))
         .transpose()?;
+    s.presence.synced(&who.user_id, &req.set_presence)?;
     if let Some(acknowledged) = since {
         // The device has what the token covers: its to-device messages can go.
         s.to_device
@@ -84,6 +87,9 @@ fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
             prefix(&(user.clone(), who.device_id.clone())),
         ),
     ];
+    if s.presence.enabled() {
+        watches.push(s.db.watch(COUNT_PRESENCEUSER, Vec::new()));
+    }
     for room in s.rooms.joined_rooms(user)? {
         if let Some(meta) = s.rooms.meta(&room)? {
             watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));
@@ -104,7 +110,7 @@ fn is_empty(response: &Value) -> bool {
             .as_array()
             .is_none_or(|a| a.is_empty())
     };
-    no_rooms && no_list("account_data") && no_list("to_device")
+    no_rooms && no_list("account_data") && no_list("to_device") && no_list("presence")
 }
 
 /// Everything in (since, upto] for this device.
@@ -180,7 +186,7 @@ fn build(
         "next_batch": token::encode(user, upto),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_account_data },
-        "presence": { "events": [] },
+                "presence": { "events": presence_events(s, user, after, upto)? },
                 "to_device": { "events": s.to_device.pending(user, &who.device_id, after, upto)? },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
@@ -237,6 +243,31 @@ fn joined_room(
         section["summary"] = s.rooms.sync_summary(room, user)?;
     }
     Ok(Some(section))
+}
+
+/// Presence of users sharing a room with `user` (and their own) that changed in
+/// (after, upto].
+fn presence_events(s: &Services, user: &ruma::UserId, after: u64, upto: u64) -> Result<Vec<Value>> {
+    if !s.presence.enabled() {
+        return Ok(Vec::new());
+    }
+    let changed = s.presence.changed_between(after, upto)?;
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mine: BTreeSet<OwnedRoomId> = s.rooms.joined_rooms(user)?.into_iter().collect();
+    let mut events = Vec::new();
+    for other in changed {
+        let shares_a_room = other == *user
+            || s.rooms
+                .joined_rooms(&other)?
+                .iter()
+                .any(|r| mine.contains(r));
+        if shares_a_room && let Some(content) = s.presence.content(&other)? {
+            events.push(json!({ "type": "m.presence", "sender": other, "content": content }));
+        }
+    }
+    Ok(events)
 }
 
 /// Typing and receipts that changed in (after, upto].

@@ -9,6 +9,7 @@ mod devices;
 mod discovery;
 mod ephemeral;
 mod http_layer;
+mod presence;
 mod profile;
 mod rate_limits;
 mod relations;

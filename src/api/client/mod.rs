@@ -8,6 +8,7 @@ pub mod discovery;
 mod ephemeral;
 mod filter;
 mod membership;
+mod presence;
 mod profile;
 mod relations;
 mod rooms;
@@ -70,6 +71,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(ephemeral::typing)
         .ruma(ephemeral::receipt)
         .ruma(ephemeral::read_markers)
+        .ruma(presence::set)
+        .ruma(presence::get)
         // rooms
         .ruma(rooms::create)
         .ruma(rooms::joined)

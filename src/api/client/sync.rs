@@ -31,6 +31,7 @@ pub async fn sync(
     };
     let request = SyncRequest {
         since: body.since,
+        set_presence: body.set_presence.to_string(),
         filter,
         full_state: body.full_state,
         timeout: body.timeout,
