@@ -452,10 +452,15 @@ impl Rooms {
         obj: CanonicalJsonObject,
     ) -> Result<()> {
         let handle = self.handle(room);
-        let _guard = handle
-            .lock
-            .try_lock()
-            .map_err(|_| Error::internal("room id collision"))?;
+        let in_use = || {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::RoomInUse,
+                "That room already exists",
+            )
+        };
+        // Another creation of the same room id holds the lock: also in use.
+        let _guard = handle.lock.try_lock().map_err(|_| in_use())?;
         if self.db.contains(ROOMID_META, room)? {
             return Err(Error::new(
                 StatusCode::BAD_REQUEST,

@@ -106,16 +106,15 @@ impl Rooms {
         Ok(TimelineSlice { events, limited })
     }
 
-    /// Whether the user may see this event (history visibility).
-    pub fn visible_to(
-        &self,
+    /// A user's view of a room's history: checks events without re-reading
+    /// their membership for each one.
+    pub fn history_view<'a>(
+        &'a self,
         room: &RoomId,
-        user: &UserId,
-        pdu: &Pdu,
-        meta: &EventMeta,
-    ) -> Result<bool> {
+        user: &'a UserId,
+    ) -> Result<impl Fn(&Pdu, &EventMeta) -> Result<bool> + 'a> {
         let until = self.joined_until(room, user)?;
-        self.can_see(user, pdu, meta, until)
+        Ok(move |pdu: &Pdu, meta: &EventMeta| self.can_see(user, pdu, meta, until))
     }
 
     /// The state before the first event with a count above `count` (the room's

@@ -41,6 +41,9 @@ fn merge(base: &mut Map<String, Value>, over: &Map<String, Value>) {
     }
 }
 
+/// Tries (each a millisecond later) before giving up on a free room id.
+const MAX_CREATE_ATTEMPTS: u64 = 64;
+
 impl Rooms {
     /// Creates a room; returns its id. Every event passes the auth rules like any other.
     pub async fn create_room(
@@ -216,49 +219,56 @@ impl Rooms {
         content: Value,
     ) -> Result<OwnedRoomId> {
         let rules = rules_of(version)?;
-        let mut obj = CanonicalJsonObject::new();
-        obj.insert("sender".into(), creator.as_str().into());
-        obj.insert(
-            "origin_server_ts".into(),
-            ruma::CanonicalJsonValue::try_from(json!(ruma::MilliSecondsSinceUnixEpoch::now()))
-                .map_err(|e| Error::internal(e.to_string()))?,
-        );
-        obj.insert("type".into(), "m.room.create".into());
-        obj.insert(
-            "content".into(),
-            ruma::CanonicalJsonValue::try_from(content).map_err(|e| {
-                Error::bad_json(format!("creation_content is not canonical JSON: {e}"))
-            })?,
-        );
-        obj.insert("state_key".into(), "".into());
-        obj.insert(
-            "prev_events".into(),
-            ruma::CanonicalJsonValue::Array(Vec::new()),
-        );
-        obj.insert(
-            "auth_events".into(),
-            ruma::CanonicalJsonValue::Array(Vec::new()),
-        );
-        obj.insert(
-            "depth".into(),
-            ruma::CanonicalJsonValue::Integer(ruma::Int::from(1u8)),
-        );
-
-        let v12 = rules.authorization.room_create_event_id_as_room_id;
-        let v1_room = (!v12).then(|| RoomId::new_v1(self.server_name()));
-        if let Some(room) = &v1_room {
-            obj.insert("room_id".into(), room.as_str().into());
+        let content = ruma::CanonicalJsonValue::try_from(content)
+            .map_err(|e| Error::bad_json(format!("creation_content is not canonical JSON: {e}")))?;
+        let now: u64 = ruma::MilliSecondsSinceUnixEpoch::now().get().into();
+        // In v12 the room id is the create event's hash, so two identical
+        // requests within one millisecond would found the same room: on a
+        // collision the next millisecond is tried.
+        for attempt in 0..MAX_CREATE_ATTEMPTS {
+            let mut obj = CanonicalJsonObject::new();
+            obj.insert("sender".into(), creator.as_str().into());
+            obj.insert(
+                "origin_server_ts".into(),
+                ruma::CanonicalJsonValue::Integer(ruma::Int::new_saturating(
+                    (now + attempt) as i64,
+                )),
+            );
+            obj.insert("type".into(), "m.room.create".into());
+            obj.insert("content".into(), content.clone());
+            obj.insert("state_key".into(), "".into());
+            obj.insert(
+                "prev_events".into(),
+                ruma::CanonicalJsonValue::Array(Vec::new()),
+            );
+            obj.insert(
+                "auth_events".into(),
+                ruma::CanonicalJsonValue::Array(Vec::new()),
+            );
+            obj.insert(
+                "depth".into(),
+                ruma::CanonicalJsonValue::Integer(ruma::Int::from(1u8)),
+            );
+            let v12 = rules.authorization.room_create_event_id_as_room_id;
+            let v1_room = (!v12).then(|| RoomId::new_v1(self.server_name()));
+            if let Some(room) = &v1_room {
+                obj.insert("room_id".into(), room.as_str().into());
+            }
+            let event_id = self.sign(&rules, &mut obj)?;
+            // v12: the room id is the create event's reference hash, as its event id is.
+            let room = match v1_room {
+                Some(room) => room,
+                None => RoomId::new_v2(&event_id.as_str()[1..])
+                    .map_err(|e| Error::internal(format!("room id: {e}")))?,
+            };
+            let empty = self.state.load(EMPTY_STATE)?;
+            let pdu = self.check(&room, &rules, event_id, &obj, &empty)?;
+            match self.write_new_room(&room, version.clone(), pdu, obj) {
+                Ok(()) => return Ok(room),
+                Err(e) if e.kind() == ruma::api::error::ErrorKind::RoomInUse => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let event_id = self.sign(&rules, &mut obj)?;
-        // v12: the room id is the create event's reference hash, as its event id is.
-        let room = match v1_room {
-            Some(room) => room,
-            None => RoomId::new_v2(&event_id.as_str()[1..])
-                .map_err(|e| Error::internal(format!("room id: {e}")))?,
-        };
-        let empty = self.state.load(EMPTY_STATE)?;
-        let pdu = self.check(&room, &rules, event_id, &obj, &empty)?;
-        self.write_new_room(&room, version.clone(), pdu, obj)?;
-        Ok(room)
+        Err(Error::internal("could not find a free room id"))
     }
 }

@@ -8,11 +8,15 @@
 mod filter;
 pub mod token;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use futures_util::future::{FutureExt, select_all};
 use ruma::OwnedRoomId;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json, value::RawValue};
 
 pub use self::filter::SyncFilter;
 use crate::{
@@ -41,7 +45,7 @@ pub struct SyncRequest {
 }
 
 /// Answers a sync, waiting up to the timeout for something new.
-pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Value> {
+pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<SyncResponse> {
     let since = req
         .since
         .as_deref()
@@ -59,7 +63,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Valu
         let watches = register_watches(s, who)?;
         let upto = s.db.visible_count();
         let response = build(s, who, since, upto, &req)?;
-        let empty = since.is_some() && is_empty(&response);
+        let empty = since.is_some() && response.is_empty();
         let waited_long_enough = tokio::time::Instant::now() >= deadline || *stopping.borrow();
         if !empty || waited_long_enough {
             return Ok(response);
@@ -100,17 +104,73 @@ fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
     Ok(watches)
 }
 
-fn is_empty(response: &Value) -> bool {
-    let rooms = &response["rooms"];
-    let no_rooms = ["join", "invite", "leave", "knock"]
-        .iter()
-        .all(|k| rooms[k].as_object().is_none_or(|m| m.is_empty()));
-    let no_list = |section: &str| {
-        response[section]["events"]
-            .as_array()
-            .is_none_or(|a| a.is_empty())
-    };
-    no_rooms && no_list("account_data") && no_list("to_device") && no_list("presence")
+/// A sync response. Event lists hold each event's cached client JSON, so a
+/// sync never rebuilds events as JSON values.
+#[derive(Debug, Serialize)]
+pub struct SyncResponse {
+    next_batch: String,
+    rooms: Rooms,
+    account_data: Events<Value>,
+    presence: Events<Value>,
+    to_device: Events<Value>,
+    device_lists: DeviceLists,
+    device_one_time_keys_count: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Rooms {
+    join: BTreeMap<OwnedRoomId, JoinedRoom>,
+    invite: BTreeMap<OwnedRoomId, Value>,
+    leave: BTreeMap<OwnedRoomId, LeftRoom>,
+    knock: BTreeMap<OwnedRoomId, Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Events<T> {
+    events: Vec<T>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct DeviceLists {
+    changed: Vec<String>,
+    left: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Timeline {
+    events: Vec<Box<RawValue>>,
+    limited: bool,
+    prev_batch: String,
+}
+
+#[derive(Debug, Serialize)]
+struct JoinedRoom {
+    timeline: Timeline,
+    state: Events<Box<RawValue>>,
+    ephemeral: Events<Value>,
+    account_data: Events<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct LeftRoom {
+    timeline: Timeline,
+    state: Events<Box<RawValue>>,
+    account_data: Events<Value>,
+}
+
+impl SyncResponse {
+    fn is_empty(&self) -> bool {
+        let r = &self.rooms;
+        r.join.is_empty()
+            && r.invite.is_empty()
+            && r.leave.is_empty()
+            && r.knock.is_empty()
+            && self.account_data.events.is_empty()
+            && self.to_device.events.is_empty()
+            && self.presence.events.is_empty()
+    }
 }
 
 /// Everything in (since, upto] for this device.
@@ -120,13 +180,10 @@ fn build(
     since: Option<u64>,
     upto: u64,
     req: &SyncRequest,
-) -> Result<Value> {
+) -> Result<SyncResponse> {
     let user = &who.user_id;
     let after = since.unwrap_or(0);
-    let mut join = Map::new();
-    let mut invite = Map::new();
-    let mut leave = Map::new();
-    let mut knock = Map::new();
+    let mut rooms = Rooms::default();
 
     // Room account data, grouped by room; global account data.
     let mut room_account_data: std::collections::HashMap<OwnedRoomId, Vec<Value>> =
@@ -155,42 +212,46 @@ fn build(
                 if let Some(section) =
                     joined_room(s, who, &room, after, upto, fresh, account_data, req)?
                 {
-                    join.insert(room.to_string(), section);
+                    rooms.join.insert(room, section);
                 }
             }
             "invite" if changed_membership || since.is_none() => {
-                invite.insert(
-                    room.to_string(),
-                    json!({ "invite_state": { "events": s.rooms.stripped_state(&room, user)? } }),
-                );
+                let state = s.rooms.stripped_state(&room, user)?;
+                rooms
+                    .invite
+                    .insert(room, json!({ "invite_state": { "events": state } }));
             }
             "knock" if changed_membership || since.is_none() => {
-                knock.insert(
-                    room.to_string(),
-                    json!({ "knock_state": { "events": s.rooms.stripped_state(&room, user)? } }),
-                );
+                let state = s.rooms.stripped_state(&room, user)?;
+                rooms
+                    .knock
+                    .insert(room, json!({ "knock_state": { "events": state } }));
             }
             "leave" | "ban"
                 if changed_membership && (since.is_some() || req.filter.include_leave) =>
             {
-                leave.insert(
-                    room.to_string(),
-                    left_room(s, who, &room, after, record.count, req)?,
-                );
+                let section = left_room(s, who, &room, after, record.count, req)?;
+                rooms.leave.insert(room, section);
             }
             _ => {}
         }
     }
 
-    Ok(json!({
-        "next_batch": token::encode(user, upto),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
-        "account_data": { "events": global_account_data },
-                "presence": { "events": presence_events(s, user, after, upto)? },
-                "to_device": { "events": s.to_device.pending(user, &who.device_id, after, upto)? },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    }))
+    Ok(SyncResponse {
+        next_batch: token::encode(user, upto),
+        rooms,
+        account_data: Events {
+            events: global_account_data,
+        },
+        presence: Events {
+            events: presence_events(s, user, after, upto)?,
+        },
+        to_device: Events {
+            events: s.to_device.pending(user, &who.device_id, after, upto)?,
+        },
+        device_lists: DeviceLists::default(),
+        device_one_time_keys_count: BTreeMap::new(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -203,7 +264,7 @@ fn joined_room(
     fresh: bool,
     account_data: Vec<Value>,
     req: &SyncRequest,
-) -> Result<Option<Value>> {
+) -> Result<Option<JoinedRoom>> {
     let user = &who.user_id;
     let from = if fresh { 0 } else { after };
     let ephemeral = ephemeral_events(s, who, room, from, upto)?;
@@ -212,10 +273,11 @@ fn joined_room(
         return Ok(None);
     }
     let filter = &req.filter;
+    let visible = s.rooms.history_view(room, user)?;
     let timeline =
         s.rooms
             .timeline_between(room, from, upto, filter.timeline_limit, |pdu, meta| {
-                Ok(filter.timeline_allows(pdu) && s.rooms.visible_to(room, user, pdu, meta)?)
+                Ok(filter.timeline_allows(pdu) && visible(pdu, meta)?)
             })?;
     if !fresh && timeline.events.is_empty() && quiet {
         return Ok(None);
@@ -229,20 +291,26 @@ fn joined_room(
         &timeline,
         filter,
     )?;
-    let mut section = json!({
-        "timeline": timeline_json(s, who, &timeline, from)?,
-        "state": { "events": events_json(s, &state)? },
-                "ephemeral": { "events": ephemeral },
-        "account_data": { "events": account_data },
-    });
     let members_changed = timeline
         .events
         .iter()
         .any(|(pdu, _)| pdu.kind().to_string() == "m.room.member");
-    if fresh || members_changed {
-        section["summary"] = s.rooms.sync_summary(room, user)?;
-    }
-    Ok(Some(section))
+    let summary = if fresh || members_changed {
+        Some(s.rooms.sync_summary(room, user)?)
+    } else {
+        None
+    };
+    Ok(Some(JoinedRoom {
+        timeline: timeline_json(s, who, &timeline, from)?,
+        state: Events {
+            events: events_json(s, &state)?,
+        },
+        ephemeral: Events { events: ephemeral },
+        account_data: Events {
+            events: account_data,
+        },
+        summary,
+    }))
 }
 
 /// Presence of users sharing a room with `user` (and their own) that changed in
@@ -359,25 +427,33 @@ fn timeline_json(
     who: &Identity,
     timeline: &TimelineSlice,
     from: u64,
-) -> Result<Value> {
+) -> Result<Timeline> {
     let viewer = Some((who.user_id.as_ref(), who.device_id.as_str()));
     let mut events = Vec::with_capacity(timeline.events.len());
     for (pdu, meta) in &timeline.events {
-        events.push(s.rooms.client_event(pdu, meta, viewer)?);
+        events.push(RawValue::from_string(
+            s.rooms.client_event_json(pdu, meta, viewer)?,
+        )?);
     }
     let prev_batch = timeline
         .events
         .first()
         .map_or(from.saturating_add(1), |(_, meta)| meta.count);
-    Ok(
-        json!({ "events": events, "limited": timeline.limited, "prev_batch": crate::rooms::token(prev_batch) }),
-    )
+    Ok(Timeline {
+        events,
+        limited: timeline.limited,
+        prev_batch: crate::rooms::token(prev_batch),
+    })
 }
 
-fn events_json(s: &Services, events: &[StoredEvent]) -> Result<Vec<Value>> {
+fn events_json(s: &Services, events: &[StoredEvent]) -> Result<Vec<Box<RawValue>>> {
     events
         .iter()
-        .map(|(pdu, meta)| s.rooms.client_event(pdu, meta, None))
+        .map(|(pdu, meta)| {
+            Ok(RawValue::from_string(
+                s.rooms.client_event_json(pdu, meta, None)?,
+            )?)
+        })
         .collect()
 }
 
@@ -390,13 +466,14 @@ fn left_room(
     after: u64,
     left_at: u64,
     req: &SyncRequest,
-) -> Result<Value> {
+) -> Result<LeftRoom> {
     let user = &who.user_id;
     let filter = &req.filter;
+    let visible = s.rooms.history_view(room, user)?;
     let timeline =
         s.rooms
             .timeline_between(room, after, left_at, filter.timeline_limit, |pdu, meta| {
-                Ok(filter.timeline_allows(pdu) && s.rooms.visible_to(room, user, pdu, meta)?)
+                Ok(filter.timeline_allows(pdu) && visible(pdu, meta)?)
             })?;
     let state = state_section(
         s,
@@ -407,9 +484,11 @@ fn left_room(
         &timeline,
         filter,
     )?;
-    Ok(json!({
-        "timeline": timeline_json(s, who, &timeline, after)?,
-        "state": { "events": events_json(s, &state)? },
-        "account_data": { "events": [] },
-    }))
+    Ok(LeftRoom {
+        timeline: timeline_json(s, who, &timeline, after)?,
+        state: Events {
+            events: events_json(s, &state)?,
+        },
+        account_data: Events { events: Vec::new() },
+    })
 }

@@ -702,3 +702,24 @@ async fn server_key_is_served_and_self_signed() {
     ruma::signatures::verify_json(&map, &object)
         .expect("the response verifies with the key it names");
 }
+
+#[tokio::test]
+async fn identical_concurrent_creations_get_distinct_rooms() {
+    // In v12 a room id is the hash of its create event; identical requests in
+    // the same millisecond must still found different rooms.
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let alice = s.register("alice").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, alice) = (s.clone(), alice.clone());
+            tokio::spawn(
+                async move { s.create_room(&alice, json!({ "room_version": "12" })).await },
+            )
+        })
+        .collect();
+    let mut rooms = std::collections::HashSet::new();
+    for t in tasks {
+        rooms.insert(t.await.unwrap());
+    }
+    assert_eq!(rooms.len(), 8);
+}

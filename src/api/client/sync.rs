@@ -14,7 +14,7 @@ use crate::{
 pub async fn sync(
     State(s): State<AppState>,
     req: Ruma<sync_api::Request>,
-) -> Result<axum::Json<serde_json::Value>> {
+) -> Result<axum::Json<crate::sync::SyncResponse>> {
     let me = req.identity()?.clone();
     let body = req.body;
     let filter = match body.filter {

@@ -525,9 +525,11 @@ pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace:
     ctx.join_all(&clients, &room).await?;
 
     eprintln!("setup: initial sync of {receivers} receiver(s)");
+    // `buffered`, not `buffer_unordered`: each token must stay with its
+    // receiver (servers may bind tokens to users).
     let initial: Vec<Result<(SyncResponse, usize), ReqError>> = stream::iter(&clients)
         .map(|c| c.sync(None, 0, Some(FANOUT_FILTER)))
-        .buffer_unordered(ctx.concurrency)
+        .buffered(ctx.concurrency)
         .collect()
         .await;
     let mut tokens = Vec::with_capacity(receivers);
