@@ -119,6 +119,10 @@ enum Scenario {
         /// A filter (JSON or a filter id) to send with each sync.
         #[arg(long)]
         filter: Option<String>,
+        /// Time incremental syncs with nothing new (`since` = the token of one
+        /// initial sync, `timeout=0`) instead of initial syncs.
+        #[arg(long)]
+        incremental: bool,
     },
 }
 
@@ -182,8 +186,11 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             messages,
             rounds,
             ref filter,
+            incremental,
         } => {
-            scenarios::initial_sync(ctx, n(rooms), n(messages), n(rounds), filter.as_deref()).await
+            let filter = filter.as_deref();
+            scenarios::initial_sync(ctx, n(rooms), n(messages), n(rounds), filter, incremental)
+                .await
         }
     }
 }

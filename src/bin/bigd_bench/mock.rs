@@ -240,7 +240,7 @@ async fn sync_scenarios_fail_cleanly_without_sync() {
     let e = scenarios::fanout(&c, 2, 10.0, 1, 1).await.err().unwrap();
     assert!(e.contains("does not implement /sync"), "{e}");
     assert!(e.contains("404"), "{e}");
-    let e = scenarios::initial_sync(&c, 2, 1, 2, None)
+    let e = scenarios::initial_sync(&c, 2, 1, 2, None, false)
         .await
         .err()
         .unwrap();
@@ -249,7 +249,7 @@ async fn sync_scenarios_fail_cleanly_without_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_scenario_sees_every_room() {
-    let r = scenarios::initial_sync(&ctx(true).await, 3, 2, 4, None)
+    let r = scenarios::initial_sync(&ctx(true).await, 3, 2, 4, None, false)
         .await
         .unwrap();
     assert_eq!(r.results["syncs"], 4);
