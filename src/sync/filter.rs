@@ -21,6 +21,8 @@ pub struct SyncFilter {
     timeline: EventFilter,
     state: EventFilter,
     account_data: Option<Filter>,
+    /// `event_fields`: which fields of each event to send (dotted paths).
+    event_fields: Option<Vec<Vec<String>>>,
 }
 
 impl Default for SyncFilter {
@@ -58,6 +60,10 @@ impl SyncFilter {
             timeline: event_filter(&room.timeline),
             state: event_filter(&room.state),
             account_data: Some(def.account_data.clone()),
+            event_fields: def
+                .event_fields
+                .as_ref()
+                .map(|fields| fields.iter().map(|f| split_path(f)).collect()),
         }
     }
 
@@ -83,5 +89,79 @@ impl SyncFilter {
         };
         filter.types.as_ref().is_none_or(|t| t.iter().any(matches))
             && !filter.not_types.iter().any(matches)
+    }
+}
+
+/// A dotted field path; `\.` is a literal dot in a key.
+fn split_path(path: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'.') => {
+                parts.last_mut().expect("never empty").push('.');
+                chars.next();
+            }
+            '.' => parts.push(String::new()),
+            c => parts.last_mut().expect("never empty").push(c),
+        }
+    }
+    parts
+}
+
+impl SyncFilter {
+    /// An event's client JSON as the filter wants it: whole, or only the
+    /// `event_fields` it names.
+    pub fn project(&self, event: String) -> crate::error::Result<Box<serde_json::value::RawValue>> {
+        let Some(fields) = &self.event_fields else {
+            return Ok(serde_json::value::RawValue::from_string(event)?);
+        };
+        let full: serde_json::Value = serde_json::from_str(&event)?;
+        let mut kept = serde_json::Value::Object(serde_json::Map::new());
+        for path in fields {
+            let mut source = &full;
+            let mut found = true;
+            for key in path {
+                match source.get(key) {
+                    Some(next) => source = next,
+                    None => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            if !found {
+                continue;
+            }
+            insert_path(&mut kept, path, source.clone());
+        }
+        Ok(serde_json::value::to_raw_value(&kept)?)
+    }
+}
+
+fn insert_path(target: &mut serde_json::Value, path: &[String], value: serde_json::Value) {
+    let (Some((first, rest)), Some(object)) = (path.split_first(), target.as_object_mut()) else {
+        return;
+    };
+    if rest.is_empty() {
+        object.insert(first.clone(), value);
+    } else {
+        let child = object
+            .entry(first.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        insert_path(child, rest, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dotted_paths_with_escapes() {
+        assert_eq!(super::split_path("content.body"), vec!["content", "body"]);
+        assert_eq!(
+            super::split_path("content.m\\.relates_to"),
+            vec!["content", "m.relates_to"]
+        );
+        assert_eq!(super::split_path("type"), vec!["type"]);
     }
 }

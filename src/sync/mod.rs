@@ -42,6 +42,9 @@ pub struct SyncRequest {
     pub filter: SyncFilter,
     pub full_state: bool,
     pub timeout: Option<Duration>,
+    /// MSC4222: send `state_after` (the state at the end of the timeline)
+    /// instead of `state`.
+    pub use_state_after: bool,
 }
 
 /// Answers a sync, waiting up to the timeout for something new.
@@ -146,7 +149,10 @@ struct Timeline {
 #[derive(Debug, Serialize)]
 struct JoinedRoom {
     timeline: Timeline,
-    state: Events<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Events<Box<RawValue>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_after: Option<Events<Box<RawValue>>>,
     ephemeral: Events<Value>,
     account_data: Events<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,15 +288,24 @@ fn joined_room(
     if !fresh && timeline.events.is_empty() && quiet {
         return Ok(None);
     }
-    let state = state_section(
-        s,
-        room,
-        after,
-        upto,
-        fresh || req.full_state,
-        &timeline,
-        filter,
-    )?;
+    let whole = fresh || req.full_state;
+    let (state, state_after) = if req.use_state_after {
+        let events = state_after_section(s, room, after, upto, whole, &timeline, filter)?;
+        (
+            None,
+            Some(Events {
+                events: events_json(s, &events, filter)?,
+            }),
+        )
+    } else {
+        let events = state_section(s, room, after, upto, whole, &timeline, filter)?;
+        (
+            Some(Events {
+                events: events_json(s, &events, filter)?,
+            }),
+            None,
+        )
+    };
     let members_changed = timeline
         .events
         .iter()
@@ -301,10 +316,9 @@ fn joined_room(
         None
     };
     Ok(Some(JoinedRoom {
-        timeline: timeline_json(s, who, &timeline, from)?,
-        state: Events {
-            events: events_json(s, &state)?,
-        },
+        timeline: timeline_json(s, who, &timeline, from, filter)?,
+        state,
+        state_after,
         ephemeral: Events { events: ephemeral },
         account_data: Events {
             events: account_data,
@@ -358,6 +372,40 @@ fn ephemeral_events(
         events.push(receipts);
     }
     Ok(events)
+}
+
+/// MSC4222's `state_after`: the state at the end of the timeline; for an
+/// incremental sync, what changed since the token (timeline events included).
+fn state_after_section(
+    s: &Services,
+    room: &ruma::RoomId,
+    after: u64,
+    upto: u64,
+    whole: bool,
+    timeline: &TimelineSlice,
+    filter: &SyncFilter,
+) -> Result<Vec<StoredEvent>> {
+    let at_end = s.rooms.state_at_count(room, upto)?;
+    let events = if whole {
+        s.rooms.state_events_of(&at_end)?
+    } else {
+        s.rooms
+            .state_delta(&*s.rooms.state_at_count(room, after)?, &at_end)?
+    };
+    let senders: BTreeSet<String> = timeline
+        .events
+        .iter()
+        .map(|(pdu, _)| pdu.sender().to_string())
+        .collect();
+    Ok(events
+        .into_iter()
+        .filter(|(pdu, _)| filter.state_allows(pdu))
+        .filter(|(pdu, _)| {
+            !(whole && filter.lazy_load_members)
+                || pdu.kind().to_string() != "m.room.member"
+                || pdu.state_key().is_some_and(|k| senders.contains(k))
+        })
+        .collect())
 }
 
 /// The state section: the state at the start of the timeline, minus what the
@@ -427,13 +475,12 @@ fn timeline_json(
     who: &Identity,
     timeline: &TimelineSlice,
     from: u64,
+    filter: &SyncFilter,
 ) -> Result<Timeline> {
     let viewer = Some((who.user_id.as_ref(), who.device_id.as_str()));
     let mut events = Vec::with_capacity(timeline.events.len());
     for (pdu, meta) in &timeline.events {
-        events.push(RawValue::from_string(
-            s.rooms.client_event_json(pdu, meta, viewer)?,
-        )?);
+        events.push(filter.project(s.rooms.client_event_json(pdu, meta, viewer)?)?);
     }
     let prev_batch = timeline
         .events
@@ -446,14 +493,14 @@ fn timeline_json(
     })
 }
 
-fn events_json(s: &Services, events: &[StoredEvent]) -> Result<Vec<Box<RawValue>>> {
+fn events_json(
+    s: &Services,
+    events: &[StoredEvent],
+    filter: &SyncFilter,
+) -> Result<Vec<Box<RawValue>>> {
     events
         .iter()
-        .map(|(pdu, meta)| {
-            Ok(RawValue::from_string(
-                s.rooms.client_event_json(pdu, meta, None)?,
-            )?)
-        })
+        .map(|(pdu, meta)| filter.project(s.rooms.client_event_json(pdu, meta, None)?))
         .collect()
 }
 
@@ -485,9 +532,9 @@ fn left_room(
         filter,
     )?;
     Ok(LeftRoom {
-        timeline: timeline_json(s, who, &timeline, after)?,
+        timeline: timeline_json(s, who, &timeline, after, filter)?,
         state: Events {
-            events: events_json(s, &state)?,
+            events: events_json(s, &state, filter)?,
         },
         account_data: Events { events: Vec::new() },
     })

@@ -501,3 +501,59 @@ async fn to_device_messages_are_delivered_once_and_survive_restarts() {
     let laptop = sync(&s, &bob_laptop, "").await;
     assert_eq!(laptop["to_device"]["events"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn state_after_when_asked_for() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = s.create_room(&alice, json!({ "name": "Before" })).await;
+    let first = sync(&s, &alice, "use_state_after=true").await;
+    let joined = &first["rooms"]["join"][&room];
+    assert!(
+        joined.get("state").is_none(),
+        "state_after replaces state: {joined}"
+    );
+    let names: Vec<_> = joined["state_after"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.name")
+        .collect();
+    assert_eq!(names.len(), 1, "the whole state at the end of the timeline");
+    let token = first["next_batch"].as_str().unwrap().to_owned();
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+        Some(&alice.token),
+        json!({ "name": "After" }),
+    )
+    .await;
+    let next = sync(&s, &alice, &format!("since={token}&use_state_after=true")).await;
+    let after = next["rooms"]["join"][&room]["state_after"]["events"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "only the change, even though it is in the timeline too: {after:?}"
+    );
+    assert_eq!(after[0]["content"]["name"], "After");
+}
+
+#[tokio::test]
+async fn event_fields_trim_events() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = s.create_room(&alice, json!({})).await;
+    s.send_ok(&alice, &room, "trimmed").await;
+    let filter =
+        json!({ "event_fields": ["type", "content.body"], "room": { "timeline": { "limit": 1 } } })
+            .to_string();
+    let resp = sync(&s, &alice, &format!("filter={}", urlencode(&filter))).await;
+    let events = resp["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        events[0],
+        json!({ "type": "m.room.message", "content": { "body": "trimmed" } })
+    );
+}

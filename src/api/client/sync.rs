@@ -35,6 +35,7 @@ pub async fn sync(
         filter,
         full_state: body.full_state,
         timeout: body.timeout,
+        use_state_after: body.use_state_after,
     };
     Ok(axum::Json(crate::sync::sync(&s, &me, request).await?))
 }
