@@ -9,6 +9,7 @@ pub mod config;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
+pub mod push;
 pub mod rooms;
 pub mod storage;
 pub mod sync;
@@ -40,6 +41,7 @@ pub struct Services {
     pub typing: Arc<ephemeral::typing::Typing>,
     pub receipts: ephemeral::receipts::Receipts,
     pub presence: Arc<ephemeral::presence::Presence>,
+    pub notifications: push::Notifications,
     /// Set when the server stops, so long-polls answer at once.
     pub stopping: watch::Sender<bool>,
 }
@@ -64,6 +66,7 @@ impl Services {
         let typing = ephemeral::typing::Typing::new(db.clone());
         let receipts = ephemeral::receipts::Receipts::new(db.clone());
         let presence = ephemeral::presence::Presence::new(db.clone(), config.presence.clone())?;
+        let db_for_push = db.clone();
         Ok(Arc::new(Self {
             config,
             db,
@@ -75,6 +78,7 @@ impl Services {
             typing,
             receipts,
             presence,
+            notifications: push::Notifications::new(db_for_push),
             stopping,
         }))
     }

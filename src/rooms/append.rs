@@ -108,15 +108,10 @@ impl Rooms {
         let (pdu, obj) = self.build_and_authorize(room, &meta, sender, &draft)?;
         let event_id = pdu.event_id.clone();
         let leaves = vec![event_id.clone()];
+        let notify = crate::push::evaluate(self, room, &pdu).await?;
+        let (before, current) = (StateBefore::Current, CurrentAfter::ThisEvent);
         self.write(
-            room,
-            meta,
-            pdu,
-            obj,
-            &draft,
-            StateBefore::Current,
-            leaves,
-            CurrentAfter::ThisEvent,
+            room, meta, pdu, obj, &draft, before, leaves, current, &notify,
         )?;
         Ok(event_id)
     }
@@ -290,6 +285,7 @@ impl Rooms {
         state_before: StateBefore,
         leaves: Vec<OwnedEventId>,
         current: CurrentAfter,
+        notify: &[crate::push::Notify],
     ) -> Result<()> {
         let mut batch = self.db.batch();
         if meta.short == 0 {
@@ -374,6 +370,7 @@ impl Rooms {
             cache_metas.push(parent);
         }
         self.stage_search_tokens(&mut batch, meta.short, &pdu, short, count);
+        crate::push::Notifications::stage(&mut batch, meta.short, count, &pdu.event_id, notify)?;
         batch.put(
             SHORTROOMIDTSCOUNT_SHORTEVENTID,
             &(meta.short, pdu.origin_server_ts(), count),
@@ -477,15 +474,7 @@ impl Rooms {
         };
         let leaves = vec![pdu.event_id.clone()];
         let draft = EventDraft::new(TimelineEventType::RoomCreate, Value::Null);
-        self.write(
-            room,
-            meta,
-            pdu,
-            obj,
-            &draft,
-            StateBefore::Current,
-            leaves,
-            CurrentAfter::ThisEvent,
-        )
+        let (before, current) = (StateBefore::Current, CurrentAfter::ThisEvent);
+        self.write(room, meta, pdu, obj, &draft, before, leaves, current, &[])
     }
 }

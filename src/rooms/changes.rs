@@ -216,6 +216,34 @@ impl Rooms {
         Ok(events)
     }
 
+    /// Joined members of this server with their display names (for push rules).
+    pub fn joined_local_members(&self, room: &RoomId) -> Result<Vec<(ruma::OwnedUserId, String)>> {
+        let state = self.current_state(room)?;
+        let mut members = Vec::new();
+        for (&key, &short) in state.iter() {
+            let (kind, member) = self.state.key_of(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let Ok(member) = ruma::OwnedUserId::try_from(member) else {
+                continue;
+            };
+            if member.server_name() != self.server_name() {
+                continue;
+            }
+            let Some(event) = self.pdu(short)? else {
+                continue;
+            };
+            if event.content_str("membership").as_deref() == Some("join") {
+                let name = event
+                    .content_str("displayname")
+                    .unwrap_or_else(|| member.localpart().to_owned());
+                members.push((member, name));
+            }
+        }
+        Ok(members)
+    }
+
     /// `summary` of a room for a user: heroes and member counts.
     pub fn sync_summary(&self, room: &RoomId, user: &UserId) -> Result<Value> {
         let state = self.current_state(room)?;

@@ -36,6 +36,7 @@ pub use self::{
     create::{CreateRoom, Preset},
     pdu::Pdu,
     read::{Direction, EventFilter, MessagesPage, Visibility, parse_token, token},
+    relations::thread_root_of,
     search::{SearchHit, tokenize},
     state::{StateDiff, StateMap},
 };

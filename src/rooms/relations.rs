@@ -23,6 +23,11 @@ pub fn relation_of(pdu: &Pdu) -> Option<(String, OwnedEventId)> {
     Some((rel_type, parent))
 }
 
+/// The thread an event belongs to (its `m.thread` root), if any.
+pub fn thread_root_of(pdu: &Pdu) -> Option<OwnedEventId> {
+    relation_of(pdu).and_then(|(rel_type, root)| (rel_type == "m.thread").then_some(root))
+}
+
 /// One child in the relations index.
 struct Child {
     short: u64,

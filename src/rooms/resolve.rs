@@ -299,6 +299,8 @@ impl Rooms {
             kind: pdu.kind().clone(),
             ..EventDraft::new(pdu.kind().clone(), serde_json::Value::Null)
         };
+        // Local members hear of it like of any event (once room state allows).
+        let notify = crate::push::evaluate(self, room, &pdu).await?;
         self.write(
             room,
             meta,
@@ -308,6 +310,7 @@ impl Rooms {
             StateBefore::Map(before),
             leaves,
             current,
+            &notify,
         )?;
         Ok(event_id)
     }

@@ -113,6 +113,11 @@ pub const USERID_PRESENCE: Table<OwnedUserId, Raw> = Table::new("userid_presence
 /// Change feed of presence: count -> user, for sync.
 pub const COUNT_PRESENCEUSER: Table<u64, Raw> = Table::new("count_presenceuser");
 
+/// Unread notifications: (user, short room id, count) -> {event_id, highlight, thread}.
+/// Written with the event; deleted when the user's read receipt passes them.
+pub const USERIDSHORTROOMIDCOUNT_NOTIFY: Table<(OwnedUserId, u64, u64), Raw> =
+    Table::new("useridshortroomidcount_notify");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -152,4 +157,5 @@ pub const ALL_COLUMNS: &[&str] = &[
     SHORTROOMIDCOUNT_RECEIPTKEY.name,
     USERID_PRESENCE.name,
     COUNT_PRESENCEUSER.name,
+    USERIDSHORTROOMIDCOUNT_NOTIFY.name,
 ];

@@ -157,6 +157,9 @@ struct JoinedRoom {
     account_data: Events<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     summary: Option<Value>,
+    unread_notifications: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unread_thread_notifications: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -315,6 +318,22 @@ fn joined_room(
     } else {
         None
     };
+    let counts = s
+        .notifications
+        .counts(user, s.rooms.require_meta(room)?.short)?;
+    let threads = (!counts.threads.is_empty()).then(|| {
+        let per_root: serde_json::Map<String, Value> = counts
+            .threads
+            .iter()
+            .map(|(root, (n, h))| {
+                (
+                    root.clone(),
+                    json!({ "notification_count": n, "highlight_count": h }),
+                )
+            })
+            .collect();
+        Value::Object(per_root)
+    });
     Ok(Some(JoinedRoom {
         timeline: timeline_json(s, who, &timeline, from, filter)?,
         state,
@@ -324,6 +343,8 @@ fn joined_room(
             events: account_data,
         },
         summary,
+        unread_notifications: json!({ "notification_count": counts.notifications, "highlight_count": counts.highlights }),
+        unread_thread_notifications: threads,
     }))
 }
 

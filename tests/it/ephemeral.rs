@@ -200,3 +200,132 @@ async fn read_markers_set_fully_read_and_receipts() {
     let receipts = ephemeral(&resp, &room, "m.receipt").unwrap();
     assert!(receipts[&event]["m.read"]["@bob:localhost"].is_object());
 }
+
+fn unread(resp: &Value, room: &str) -> (u64, u64) {
+    let counts = &resp["rooms"]["join"][room]["unread_notifications"];
+    (
+        counts["notification_count"].as_u64().unwrap_or(0),
+        counts["highlight_count"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn unread_counts_follow_push_rules_and_drop_when_read() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat", "name": "Group" }))
+        .await;
+    s.join(&bob, &room).await;
+    s.join(&carol, &room).await;
+
+    s.send_ok(&alice, &room, "hello all").await;
+    let mention = json!({ "msgtype": "m.text", "body": "bob, look", "m.mentions": { "user_ids": ["@bob:localhost"] } });
+    let (_, sent) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/mention"),
+            Some(&alice.token),
+            mention,
+        )
+        .await;
+    let mention_id = sent["event_id"].as_str().unwrap().to_owned();
+    // An edit does not notify (.m.rule.suppress_edits); bob's own message does not count for him.
+    let edit = json!({ "msgtype": "m.text", "body": "* hello everyone", "m.new_content": { "msgtype": "m.text", "body": "hello everyone" },
+                       "m.relates_to": { "rel_type": "m.replace", "event_id": mention_id } });
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/edit"),
+        Some(&alice.token),
+        edit,
+    )
+    .await;
+    s.send_ok(&bob, &room, "my own").await;
+
+    let resp = sync(&s, &bob, "").await;
+    assert_eq!(
+        unread(&resp, &room),
+        (2, 1),
+        "{}",
+        resp["rooms"]["join"][&room]["unread_notifications"]
+    );
+    let carols = sync(&s, &carol, "").await;
+    assert_eq!(
+        unread(&carols, &room),
+        (3, 0),
+        "the mention highlights only for bob; carol sees bob's message too"
+    );
+
+    // Reading up to the mention clears both.
+    let token = resp["next_batch"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{mention_id}"),
+        Some(&bob.token),
+        json!({}),
+    )
+    .await;
+    let resp = sync(&s, &bob, &format!("since={token}")).await;
+    assert_eq!(unread(&resp, &room), (0, 0), "{resp}");
+
+    // Thread messages count per thread.
+    let root = s.send_ok(&alice, &room, "thread root").await;
+    let reply = json!({ "msgtype": "m.text", "body": "in thread", "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    let (_, r) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/thr"),
+            Some(&alice.token),
+            reply,
+        )
+        .await;
+    let reply_id = r["event_id"].as_str().unwrap().to_owned();
+    let resp = sync(&s, &bob, "").await;
+    assert_eq!(
+        unread(&resp, &room),
+        (1, 0),
+        "the root is in the main timeline"
+    );
+    assert_eq!(
+        resp["rooms"]["join"][&room]["unread_thread_notifications"][&root]["notification_count"],
+        1
+    );
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{reply_id}"),
+        Some(&bob.token),
+        json!({ "thread_id": root }),
+    )
+    .await;
+    let resp = sync(&s, &bob, "").await;
+    assert!(
+        resp["rooms"]["join"][&room]["unread_thread_notifications"].is_null(),
+        "{resp}"
+    );
+    assert_eq!(
+        unread(&resp, &room),
+        (1, 0),
+        "a thread receipt leaves the main timeline alone"
+    );
+}
+
+#[tokio::test]
+async fn direct_messages_notify() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({ "is_direct": true, "invite": ["@bob:localhost"] }),
+        )
+        .await;
+    s.join(&bob, &room).await;
+    s.send_ok(&alice, &room, "one").await;
+    s.send_ok(&alice, &room, "two").await;
+    let resp = sync(&s, &bob, "").await;
+    assert_eq!(unread(&resp, &room), (2, 0));
+    let alices = sync(&s, &alice, "").await;
+    assert_eq!(
+        unread(&alices, &room),
+        (0, 0),
+        "joins do not notify (.m.rule.member_event), nor one's own messages"
+    );
+}

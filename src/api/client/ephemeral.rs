@@ -41,6 +41,26 @@ fn ensure_event_in_room(
     s.rooms.event_for(room, event, (user, device)).map(|_| ())
 }
 
+/// Reading up to an event clears the notifications before it.
+fn clear_notifications(
+    s: &Services,
+    short_room: u64,
+    user: &UserId,
+    event: &EventId,
+    thread: Option<&str>,
+) -> Result<()> {
+    let short = s
+        .rooms
+        .short_event_id(event)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let meta = s
+        .rooms
+        .event_meta(short)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    s.notifications
+        .clear_read(user, short_room, meta.count, thread)
+}
+
 pub async fn typing(
     State(s): State<AppState>,
     req: Ruma<create_typing_event::v3::Request>,
@@ -98,6 +118,7 @@ pub async fn receipt(
                 thread.as_deref(),
                 b.event_id.as_str(),
             )?;
+            clear_notifications(&s, short_room, &me.user_id, &b.event_id, thread.as_deref())?;
         }
         other => {
             return Err(Error::invalid_param(format!(
@@ -128,6 +149,7 @@ pub async fn read_markers(
             ensure_event_in_room(&s, &b.room_id, event, &me.user_id, device)?;
             s.receipts
                 .set(short_room, kind, &me.user_id, None, event.as_str())?;
+            clear_notifications(&s, short_room, &me.user_id, event, None)?;
         }
     }
     Ok(set_read_marker::v3::Response::new().into())
