@@ -21,6 +21,7 @@ pub struct SyncFilter {
     timeline: EventFilter,
     state: EventFilter,
     account_data: Option<Filter>,
+    presence: Option<Filter>,
     /// `event_fields`: which fields of each event to send (dotted paths).
     event_fields: Option<Vec<Vec<String>>>,
 }
@@ -60,6 +61,7 @@ impl SyncFilter {
             timeline: event_filter(&room.timeline),
             state: event_filter(&room.state),
             account_data: Some(def.account_data.clone()),
+            presence: Some(def.presence.clone()),
             event_fields: def
                 .event_fields
                 .as_ref()
@@ -77,6 +79,22 @@ impl SyncFilter {
 
     pub fn state_allows(&self, pdu: &Pdu) -> bool {
         self.state.matches(pdu)
+    }
+
+    /// The presence filter: `senders`/`not_senders` and `types` apply to `m.presence` events.
+    pub fn presence_allows(&self, sender: &ruma::UserId) -> bool {
+        let Some(filter) = &self.presence else {
+            return true;
+        };
+        let type_ok =
+            |pattern: &String| pattern == "m.presence" || pattern == "*" || pattern == "m.*";
+        filter
+            .senders
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|u| u == sender))
+            && !filter.not_senders.iter().any(|u| u == sender)
+            && filter.types.as_ref().is_none_or(|t| t.iter().any(type_ok))
+            && !filter.not_types.iter().any(type_ok)
     }
 
     pub fn account_data_allows(&self, kind: &str) -> bool {

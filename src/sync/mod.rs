@@ -253,7 +253,7 @@ fn build(
             events: global_account_data,
         },
         presence: Events {
-            events: presence_events(s, user, after, upto)?,
+            events: presence_events(s, user, after, upto, &req.filter)?,
         },
         to_device: Events {
             events: s.to_device.pending(user, &who.device_id, after, upto)?,
@@ -350,7 +350,13 @@ fn joined_room(
 
 /// Presence of users sharing a room with `user` (and their own) that changed in
 /// (after, upto].
-fn presence_events(s: &Services, user: &ruma::UserId, after: u64, upto: u64) -> Result<Vec<Value>> {
+fn presence_events(
+    s: &Services,
+    user: &ruma::UserId,
+    after: u64,
+    upto: u64,
+    filter: &SyncFilter,
+) -> Result<Vec<Value>> {
     if !s.presence.enabled() {
         return Ok(Vec::new());
     }
@@ -360,7 +366,7 @@ fn presence_events(s: &Services, user: &ruma::UserId, after: u64, upto: u64) -> 
     }
     let mine: BTreeSet<OwnedRoomId> = s.rooms.joined_rooms(user)?.into_iter().collect();
     let mut events = Vec::new();
-    for other in changed {
+    for other in changed.into_iter().filter(|u| filter.presence_allows(u)) {
         let shares_a_room = other == *user
             || s.rooms
                 .joined_rooms(&other)?

@@ -143,3 +143,28 @@ async fn explicit_status_visibility_and_persistence() {
     assert!(got["last_active_ago"].as_u64().is_some());
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn the_presence_filter_applies() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    sync(&s, &bob, "").await;
+    let all = sync(&s, &alice, "").await;
+    assert!(presence_of(&all, "@bob:localhost").is_some());
+    let filter = json!({ "presence": { "not_senders": ["@bob:localhost"] } }).to_string();
+    let encoded: String = filter.bytes().map(|b| format!("%{b:02X}")).collect();
+    let filtered = sync(&s, &alice, &format!("filter={encoded}")).await;
+    assert!(
+        presence_of(&filtered, "@bob:localhost").is_none(),
+        "{filtered}"
+    );
+    let none = json!({ "presence": { "types": [] } }).to_string();
+    let encoded: String = none.bytes().map(|b| format!("%{b:02X}")).collect();
+    let empty = sync(&s, &alice, &format!("filter={encoded}")).await;
+    assert!(empty["presence"]["events"].as_array().unwrap().is_empty());
+}
