@@ -25,20 +25,29 @@ impl Rooms {
     ) -> Result<Arc<Pdu>> {
         let meta = self.require_meta(room)?;
         let rules = rules_of(&meta.version)?;
-        let verified = verify_event(keys, &obj, &rules)
-            .map_err(|e| Error::forbidden(format!("The event's signatures do not verify: {e}")))?;
-        if verified == Verified::Signatures {
-            // The spec: a content hash mismatch means the event is stored redacted.
-            redact_in_place(&mut obj, &rules.redaction, None)
-                .map_err(|e| Error::bad_json(format!("Cannot redact the event: {e}")))?;
-        }
-        let hash = reference_hash(&obj, &rules)
-            .map_err(|e| Error::bad_json(format!("Cannot hash the event: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let event_id = verify_foreign(&rules, &mut obj, keys)?;
         let state = self.state.load(meta.current_state)?;
         self.check(room, &rules, event_id, &obj, &state)
     }
+}
+
+/// Checks a foreign event's signatures (a forged one is rejected) and content
+/// hash (a mismatch means it is kept redacted, as the spec says); returns its
+/// event id.
+pub(super) fn verify_foreign(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    obj: &mut CanonicalJsonObject,
+    keys: &PublicKeyMap,
+) -> Result<OwnedEventId> {
+    let verified = verify_event(keys, obj, rules)
+        .map_err(|e| Error::forbidden(format!("The event's signatures do not verify: {e}")))?;
+    if verified == Verified::Signatures {
+        redact_in_place(obj, &rules.redaction, None)
+            .map_err(|e| Error::bad_json(format!("Cannot redact the event: {e}")))?;
+    }
+    let hash = reference_hash(obj, rules)
+        .map_err(|e| Error::bad_json(format!("Cannot hash the event: {e}")))?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::internal(e.to_string()))
 }
 
 #[cfg(test)]

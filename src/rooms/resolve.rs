@@ -11,10 +11,9 @@ use std::{
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, RoomId,
-    canonical_json::redact_in_place,
     events::StateEventType,
     room_version_rules::RoomVersionRules,
-    signatures::{PublicKeyMap, Verified, reference_hash, verify_event},
+    signatures::PublicKeyMap,
     state_res::{self, utils::event_id_set::EventIdSet},
 };
 
@@ -233,16 +232,7 @@ impl Rooms {
         let _guard = handle.lock.lock().await;
         let meta = self.require_meta(room)?;
         let rules = rules_of(&meta.version)?;
-        let verified = verify_event(keys, &obj, &rules)
-            .map_err(|e| Error::forbidden(format!("The event's signatures do not verify: {e}")))?;
-        if verified == Verified::Signatures {
-            redact_in_place(&mut obj, &rules.redaction, None)
-                .map_err(|e| Error::bad_json(format!("Cannot redact the event: {e}")))?;
-        }
-        let hash = reference_hash(&obj, &rules)
-            .map_err(|e| Error::bad_json(format!("Cannot hash the event: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let event_id = super::incoming::verify_foreign(&rules, &mut obj, keys)?;
         if self.short_event_id(&event_id)?.is_some() {
             return Ok(event_id); // already have it
         }

@@ -245,3 +245,25 @@ impl TestServer {
 }
 
 static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// `GET /sync?{query}` as `who`, asserting success.
+pub async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?{query}"),
+            Some(&who.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Percent-encodes everything but unreserved characters (for query values).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -6,17 +6,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
-    let (status, body) = s
-        .get(
-            &format!("/_matrix/client/v3/sync?{query}"),
-            Some(&who.token),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn ephemeral(resp: &Value, room: &str, kind: &str) -> Option<Value> {
     resp["rooms"]["join"][room]["ephemeral"]["events"]
         .as_array()?

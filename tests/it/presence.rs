@@ -7,17 +7,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
-    let (status, body) = s
-        .get(
-            &format!("/_matrix/client/v3/sync?{query}"),
-            Some(&who.token),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn presence_of(resp: &Value, user: &str) -> Option<Value> {
     resp["presence"]["events"]
         .as_array()?

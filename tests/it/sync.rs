@@ -9,17 +9,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-async fn sync(s: &TestServer, who: &Session, query: &str) -> Value {
-    let (status, body) = s
-        .get(
-            &format!("/_matrix/client/v3/sync?{query}"),
-            Some(&who.token),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn timeline_bodies(resp: &Value, room: &str) -> Vec<String> {
     resp["rooms"]["join"][room]["timeline"]["events"]
         .as_array()
@@ -263,15 +252,6 @@ async fn a_chain_of_syncs_sees_every_event_exactly_once_under_concurrent_sends()
             "in order"
         );
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]

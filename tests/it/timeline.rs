@@ -137,15 +137,6 @@ async fn messages_filter_and_lazy_loaded_members() {
     assert_eq!(types, vec![json!("ai.iambig.custom")]);
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn concurrent_senders_get_one_linear_order() {
     let s = std::sync::Arc::new(TestServer::start().await);
