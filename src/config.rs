@@ -33,6 +33,7 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     pub http: HttpConfig,
     pub presence: PresenceConfig,
+    pub websocket: WebSocketConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +110,34 @@ impl Default for PresenceConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// How often the server pings each socket; one that stays silent for two
+    /// intervals is closed.
+    pub ping_interval_ms: u64,
+    /// Frames queued for a socket before it is closed as too slow.
+    pub max_queued_frames: usize,
+    /// Largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Requests one socket may have in flight at once.
+    pub max_concurrent_requests: usize,
+    /// How long a socket without an Authorization header has to send its auth frame.
+    pub auth_timeout_ms: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 30_000,
+            max_queued_frames: 256,
+            max_frame_bytes: 1024 * 1024,
+            max_concurrent_requests: 32,
+            auth_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -131,6 +160,7 @@ impl Default for Config {
             well_known: WellKnownConfig::default(),
             http: HttpConfig::default(),
             presence: PresenceConfig::default(),
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -268,6 +298,19 @@ impl Config {
         }
         if self.presence.offline_timeout_ms < 1000 {
             return err("presence.offline_timeout_ms", "must be at least 1000 (1 s)");
+        }
+        let ws = &self.websocket;
+        if ws.ping_interval_ms < 100 {
+            return err("websocket.ping_interval_ms", "must be at least 100");
+        }
+        if ws.max_queued_frames == 0 || ws.max_concurrent_requests == 0 {
+            return err(
+                "websocket",
+                "max_queued_frames and max_concurrent_requests must be at least 1",
+            );
+        }
+        if ws.max_frame_bytes < 4096 {
+            return err("websocket.max_frame_bytes", "must be at least 4096");
         }
         if self.http.max_request_bytes < 4096 {
             return err("http.max_request_bytes", "must be at least 4096");

@@ -42,6 +42,9 @@ pub struct Services {
     pub receipts: ephemeral::receipts::Receipts,
     pub presence: Arc<ephemeral::presence::Presence>,
     pub notifications: push::Notifications,
+    /// The router, for requests that arrive as WebSocket frames. Set while
+    /// serving; cleared at shutdown (the router holds the services).
+    pub dispatcher: parking_lot::Mutex<Option<axum::Router>>,
     /// Set when the server stops, so long-polls answer at once.
     pub stopping: watch::Sender<bool>,
 }
@@ -79,6 +82,7 @@ impl Services {
             receipts,
             presence,
             notifications: push::Notifications::new(db_for_push),
+            dispatcher: parking_lot::Mutex::new(None),
             stopping,
         }))
     }
@@ -118,6 +122,7 @@ impl Server {
             services.presence.spawn_sweeper();
         }
         let app = api::router(services.clone());
+        *services.dispatcher.lock() = Some(app.clone());
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
@@ -170,6 +175,7 @@ impl Server {
         let _ = self.shutdown.send(true);
         // Long-polls waiting for news answer now instead of holding the shutdown.
         self.services.stopping.send_replace(true);
+        self.services.dispatcher.lock().take();
         let drained = tokio::time::timeout(Duration::from_secs(10), async {
             while self.tasks.join_next().await.is_some() {}
         })

@@ -4,6 +4,7 @@ pub mod client;
 pub mod federation;
 pub mod ruma;
 mod well_known;
+pub mod ws;
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,7 +22,9 @@ use crate::{Services, error::Error};
 pub type AppState = Arc<Services>;
 
 pub fn router(services: AppState) -> Router {
-    let router = federation::routes(client::routes(Router::new())).merge(well_known::routes());
+    let router = federation::routes(client::routes(Router::new()))
+        .merge(well_known::routes())
+        .merge(ws::routes());
     router
         .fallback(|| async {
             Error::unrecognized(

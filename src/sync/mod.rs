@@ -45,6 +45,18 @@ pub struct SyncRequest {
     /// MSC4222: send `state_after` (the state at the end of the timeline)
     /// instead of `state`.
     pub use_state_after: bool,
+    /// Whether `since` acknowledges what it covers (to-device deletion). Over
+    /// HTTP it does; the WebSocket acknowledges with explicit `ack` frames.
+    pub since_acknowledges: bool,
+}
+
+/// What the device confirms having received up to a token (`ack` frames on the
+/// WebSocket; the next `since` over HTTP).
+pub fn acknowledge(s: &Services, who: &Identity, token: &str) -> Result<u64> {
+    let count = token::decode(&who.user_id, token)?;
+    s.to_device
+        .acknowledge(&who.user_id, &who.device_id, count)?;
+    Ok(count)
 }
 
 /// Answers a sync, waiting up to the timeout for something new.
@@ -55,7 +67,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         .map(|t| token::decode(&who.user_id, t))
         .transpose()?;
     s.presence.synced(&who.user_id, &req.set_presence)?;
-    if let Some(acknowledged) = since {
+    if let Some(acknowledged) = since.filter(|_| req.since_acknowledges) {
         // The device has what the token covers: its to-device messages can go.
         s.to_device
             .acknowledge(&who.user_id, &who.device_id, acknowledged)?;
@@ -170,7 +182,12 @@ struct LeftRoom {
 }
 
 impl SyncResponse {
-    fn is_empty(&self) -> bool {
+    pub fn next_batch(&self) -> &str {
+        &self.next_batch
+    }
+
+    /// Nothing new for the device.
+    pub fn is_empty(&self) -> bool {
         let r = &self.rooms;
         r.join.is_empty()
             && r.invite.is_empty()

@@ -18,3 +18,4 @@ mod rooms;
 mod sync;
 mod timeline;
 mod tokens;
+mod websocket;

@@ -36,6 +36,7 @@ pub async fn sync(
         full_state: body.full_state,
         timeout: body.timeout,
         use_state_after: body.use_state_after,
+        since_acknowledges: true,
     };
     Ok(axum::Json(crate::sync::sync(&s, &me, request).await?))
 }

@@ -1,0 +1,490 @@
+//! The WebSocket transport (`/_matrix/client/unstable/ai.iambig/ws`): one socket
+//! per device that carries ordinary Client-Server requests as frames and pushes
+//! sync responses as they happen. It is a transport over the existing API:
+//! requests go through the same router, handlers, auth and limits as HTTP.
+//!
+//! Frames are JSON text. Client to server:
+//! - `{"op":"auth","access_token":"..."}` (first, when no Authorization header),
+//! - `{"id":"1","method":"PUT","path":"/_matrix/client/v3/...","body":{...}}`,
+//! - `{"id":"2","op":"sync","since":"...","filter":...}` (subscribe),
+//! - `{"op":"ack","next_batch":"..."}` (acknowledge a sync frame).
+//!
+//! Server to client: `{"id":"1","status":200,"body":{...}}`,
+//! `{"id":"2","op":"sync","body":{...}}`, `{"op":"error","error":"...","id":...}`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{
+        ConnectInfo, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, WebSocket},
+    },
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tower::ServiceExt;
+
+use super::AppState;
+use crate::{
+    Services,
+    auth::Identity,
+    error::Error,
+    sync::{SyncFilter, SyncRequest},
+};
+
+pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
+
+/// Close codes: policy violation (bad auth, too slow) and going away.
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_AWAY: u16 = 1001;
+/// How long one sync frame waits for news before looping (and re-checking the token).
+const SYNC_POLL: Duration = Duration::from_secs(30);
+/// How long a cut-off client has to read its close frame before the TCP
+/// connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(PATH, get(upgrade))
+}
+
+/// Frames a client sends.
+#[derive(Debug, Deserialize)]
+struct ClientFrame {
+    id: Option<Value>,
+    op: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    body: Option<Value>,
+    access_token: Option<String>,
+    since: Option<String>,
+    filter: Option<Value>,
+    next_batch: Option<String>,
+}
+
+async fn upgrade(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = peer.ip().to_string();
+    // A token in the header is checked before upgrading: a bad one is a 401.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let identity = match &token {
+        Some(token) => match s.auth.sessions.authenticate(token, &ip) {
+            Ok(identity) => Some(identity),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    let limit = s.config.websocket.max_frame_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(s, socket, peer, token.zip(identity)))
+}
+
+/// Frames on their way to one socket: a bounded queue, and a kill switch for
+/// a client that stopped reading (its queue is full, its writer blocked).
+#[derive(Clone)]
+struct Outbox {
+    queue: mpsc::Sender<Message>,
+    kill: Arc<tokio::sync::watch::Sender<Option<String>>>,
+}
+
+impl Outbox {
+    /// Queues a frame; a client too slow to keep its queue below the bound is
+    /// disconnected rather than buffered without limit or allowed to slow others.
+    fn send(&self, frame: Value) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.queue.try_send(Message::Text(frame.to_string().into()))
+        {
+            tracing::info!("closing a WebSocket whose client does not read");
+            self.kill("Too slow: frames were not read");
+        }
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let _ = self.queue.try_send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })));
+    }
+
+    fn kill(&self, reason: &str) {
+        self.kill.send_replace(Some(reason.to_owned()));
+    }
+
+    fn is_closed(&self) -> bool {
+        self.queue.is_closed() || self.kill.borrow().is_some()
+    }
+}
+
+/// The socket's life: authentication, then requests, subscriptions and pings.
+async fn run(
+    s: Arc<Services>,
+    socket: WebSocket,
+    peer: SocketAddr,
+    auth: Option<(String, Identity)>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let config = s.config.websocket.clone();
+    let (queue, mut queued) = mpsc::channel::<Message>(config.max_queued_frames);
+    let (kill, mut killed) = tokio::sync::watch::channel(None::<String>);
+    let out = Outbox {
+        queue,
+        kill: Arc::new(kill),
+    };
+    // The writer keeps the kill switch alive so that it only fires when used,
+    // not when the reader side is dropped with frames still queued.
+    let kill_switch = out.kill.clone();
+
+    // The writer: the only task touching the sink. When killed it abandons
+    // whatever send is stuck and tries, briefly, to say why.
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = queued.recv() => {
+                    let Some(message) = message else { break };
+                    let closing = matches!(message, Message::Close(_));
+                    tokio::select! {
+                        sent = sink.send(message) => if sent.is_err() || closing { break },
+                        _ = killed.changed() => break,
+                    }
+                }
+                _ = killed.changed() => break,
+            }
+        }
+        let reason = killed.borrow().clone();
+        drop(kill_switch);
+        if let Some(reason) = reason {
+            let close = Message::Close(Some(CloseFrame {
+                code: CLOSE_POLICY,
+                reason: reason.into(),
+            }));
+            // What was queued is dropped; the close frame goes out after the bytes
+            // already in flight, if the client reads again within the grace period.
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    });
+
+    let (token, identity) = match auth {
+        Some(auth) => auth,
+        None => match first_frame_auth(&s, &mut stream, &peer, &out).await {
+            Some(auth) => auth,
+            None => {
+                drop(out);
+                finish(writer, stream).await;
+                return;
+            }
+        },
+    };
+    let connection = Connection {
+        s: s.clone(),
+        token,
+        identity,
+        peer,
+        out: out.clone(),
+        requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+    };
+
+    let mut ping = tokio::time::interval(Duration::from_millis(config.ping_interval_ms));
+    ping.tick().await;
+    let mut silent_ticks = 0u32;
+    let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
+    let mut stopping = s.stopping.subscribe();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                silent_ticks = 0;
+                match frame {
+                    Message::Text(text) => connection.handle_text(text.as_str(), &mut subscription),
+                    Message::Binary(_) => connection.send_error(None, "Frames are JSON text"),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                silent_ticks += 1;
+                if silent_ticks > 2 {
+                    connection.close(CLOSE_POLICY, "No pong: the connection is considered dead");
+                    break;
+                }
+                if out.queue.try_send(Message::Ping(Default::default())).is_err() {
+                    out.kill("Too slow: frames were not read");
+                    break;
+                }
+            }
+            _ = stopping.wait_for(|stop| *stop) => {
+                connection.close(CLOSE_AWAY, "The server is stopping");
+                break;
+            }
+        }
+        if out.is_closed() {
+            break;
+        }
+    }
+    // Whatever ended the loop, the socket ends: the writer stops after the close frame.
+    if let Some(task) = subscription {
+        task.abort();
+    }
+    drop(connection);
+    if out.kill.borrow().is_none() {
+        out.close(CLOSE_AWAY, "Closing");
+    }
+    drop(out);
+    finish(writer, stream).await;
+}
+
+/// Lets the writer deliver the close frame while incoming frames are read and
+/// dropped: closing a TCP connection with unread input resets it, and the
+/// reset would destroy the close frame (and its reason) on the client's side.
+async fn finish(
+    writer: tokio::task::JoinHandle<()>,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) {
+    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), async {
+        let _ = tokio::join!(writer, drain);
+    })
+    .await;
+}
+
+/// Waits for `{"op":"auth","access_token":...}`; anything else closes the socket.
+async fn first_frame_auth(
+    s: &Services,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    peer: &SocketAddr,
+    out: &Outbox,
+) -> Option<(String, Identity)> {
+    let timeout = Duration::from_millis(s.config.websocket.auth_timeout_ms);
+    let close = |reason: &str| out.close(CLOSE_POLICY, reason);
+    let frame = match tokio::time::timeout(timeout, stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(_) => return None,
+        Err(_) => {
+            close("No auth frame in time");
+            return None;
+        }
+    };
+    let parsed: Option<ClientFrame> = serde_json::from_str(frame.as_str()).ok();
+    let Some(token) = parsed
+        .filter(|f| f.op.as_deref() == Some("auth"))
+        .and_then(|f| f.access_token)
+    else {
+        close("The first frame must be {\"op\":\"auth\",\"access_token\":...}");
+        return None;
+    };
+    match s.auth.sessions.authenticate(&token, &peer.ip().to_string()) {
+        Ok(identity) => Some((token, identity)),
+        Err(e) => {
+            close(&format!("M_UNKNOWN_TOKEN: {e}"));
+            None
+        }
+    }
+}
+
+struct Connection {
+    s: Arc<Services>,
+    token: String,
+    identity: Identity,
+    peer: SocketAddr,
+    out: Outbox,
+    requests: Arc<Semaphore>,
+}
+
+impl Connection {
+    fn handle_text(&self, text: &str, subscription: &mut Option<tokio::task::JoinHandle<()>>) {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.send_error(None, &format!("Malformed frame: {e}")),
+        };
+        match frame.op.as_deref() {
+            None if frame.method.is_some() => self.request(frame),
+            None => self.send_error(
+                frame.id,
+                "A frame needs an \"op\" or a \"method\" and \"path\"",
+            ),
+            Some("sync") => {
+                if let Some(task) = subscription.take() {
+                    task.abort();
+                }
+                *subscription = self.subscribe(frame);
+            }
+            Some("ack") => self.ack(frame),
+            Some("auth") => self.send_error(frame.id, "Already authenticated"),
+            Some(other) => self.send_error(frame.id, &format!("Unknown op \"{other}\"")),
+        }
+    }
+
+    fn send(&self, frame: Value) {
+        self.out.send(frame);
+    }
+
+    fn send_error(&self, id: Option<Value>, error: &str) {
+        self.send(json!({ "op": "error", "id": id, "error": error }));
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.out.close(code, reason);
+    }
+
+    /// Dispatches a request frame to the router, as an HTTP request would be.
+    fn request(&self, frame: ClientFrame) {
+        let Some(router) = self.s.dispatcher.lock().clone() else {
+            return self.send_error(frame.id, "The server is stopping");
+        };
+        let (Some(method), Some(path)) = (frame.method, frame.path) else {
+            return self.send_error(frame.id, "A request needs \"method\" and \"path\"");
+        };
+        if !path.starts_with("/_matrix/client/") || path.starts_with(PATH) {
+            return self.send_error(frame.id, "Only Client-Server API paths can be requested");
+        }
+        let Ok(permit) = self.requests.clone().try_acquire_owned() else {
+            let error = Error::limit_exceeded(Duration::from_millis(100)).into_response();
+            let id = frame.id;
+            let out = self.out.clone();
+            tokio::spawn(async move { respond(&out, id, error).await });
+            return;
+        };
+        let body = frame.body.map(|b| b.to_string()).unwrap_or_default();
+        let request = Request::builder()
+            .method(method.as_str())
+            .uri(path.as_str())
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .extension(ConnectInfo(self.peer))
+            .body(Body::from(body));
+        let id = frame.id;
+        let out = self.out.clone();
+        match request {
+            Ok(request) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match router.oneshot(request).await {
+                        Ok(response) => respond(&out, id, response).await,
+                        Err(infallible) => match infallible {},
+                    }
+                });
+            }
+            Err(e) => self.send_error(id, &format!("Invalid request: {e}")),
+        }
+    }
+
+    /// Starts pushing sync responses; the first comes at once.
+    fn subscribe(&self, frame: ClientFrame) -> Option<tokio::task::JoinHandle<()>> {
+        let filter = match frame.filter {
+            None => SyncFilter::default(),
+            Some(Value::String(id)) => match self.stored_filter(&id) {
+                Some(filter) => filter,
+                None => {
+                    self.send_error(frame.id, &format!("No filter with id '{id}'"));
+                    return None;
+                }
+            },
+            Some(definition) => match serde_json::from_value(definition) {
+                Ok(definition) => SyncFilter::from_definition(&definition),
+                Err(e) => {
+                    self.send_error(frame.id, &format!("Invalid filter: {e}"));
+                    return None;
+                }
+            },
+        };
+        let (s, identity, token, peer, out, id) = (
+            self.s.clone(),
+            self.identity.clone(),
+            self.token.clone(),
+            self.peer,
+            self.out.clone(),
+            frame.id,
+        );
+        let mut since = frame.since;
+        Some(tokio::spawn(async move {
+            loop {
+                // A logged-out device's socket stops getting updates at once.
+                if let Err(e) = s.auth.sessions.authenticate(&token, &peer.ip().to_string()) {
+                    out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                    return;
+                }
+                let request = SyncRequest {
+                    since: since.clone(),
+                    set_presence: "online".into(),
+                    filter: filter.clone(),
+                    full_state: false,
+                    timeout: Some(if since.is_none() {
+                        Duration::ZERO
+                    } else {
+                        SYNC_POLL
+                    }),
+                    use_state_after: false,
+                    since_acknowledges: false,
+                };
+                match crate::sync::sync(&s, &identity, request).await {
+                    Ok(response) => {
+                        let next = response.next_batch().to_owned();
+                        if since.is_none() || !response.is_empty() {
+                            match serde_json::to_value(&response) {
+                                Ok(body) => {
+                                    out.send(json!({ "id": id, "op": "sync", "body": body }))
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot serialise a sync frame")
+                                }
+                            }
+                        }
+                        since = Some(next);
+                    }
+                    Err(e) => {
+                        out.send(json!({ "op": "error", "id": id, "error": e.to_string() }));
+                        return;
+                    }
+                }
+                if out.is_closed() || *s.stopping.borrow() {
+                    return;
+                }
+            }
+        }))
+    }
+
+    fn stored_filter(&self, id: &str) -> Option<SyncFilter> {
+        let json = self
+            .s
+            .users
+            .filter(&self.identity.user_id, id.parse().ok()?)
+            .ok()??;
+        let definition = serde_json::from_slice(&json).ok()?;
+        Some(SyncFilter::from_definition(&definition))
+    }
+
+    fn ack(&self, frame: ClientFrame) {
+        let Some(token) = frame.next_batch else {
+            return self.send_error(frame.id, "An ack needs \"next_batch\"");
+        };
+        if let Err(e) = crate::sync::acknowledge(&self.s, &self.identity, &token) {
+            self.send_error(frame.id, &e.to_string());
+        }
+    }
+}
+
+async fn respond(out: &Outbox, id: Option<Value>, response: Response) {
+    let status = response.status().as_u16();
+    let body = match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+        Ok(bytes) if bytes.is_empty() => Value::Object(Default::default()),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) => json!({ "errcode": "M_UNKNOWN", "error": e.to_string() }),
+    };
+    out.send(json!({ "id": id, "status": status, "body": body }));
+}
