@@ -58,6 +58,7 @@ enum Command {
 
 fn main() -> ExitCode {
     return_large_allocations_to_the_os();
+    raise_open_files_limit();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -87,6 +88,24 @@ fn return_large_allocations_to_the_os() {
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Every WebSocket and long-poll holds a file descriptor; the usual soft limit
+/// (1024) would cap the server far below what it can hold, so it takes the
+/// hard limit the operator allows.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

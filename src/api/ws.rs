@@ -49,6 +49,8 @@ const SYNC_POLL: Duration = Duration::from_secs(30);
 /// How long a cut-off client has to read its close frame before the TCP
 /// connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 4096;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(PATH, get(upgrade))
@@ -89,8 +91,11 @@ async fn upgrade(
         None => None,
     };
     let limit = s.config.websocket.max_frame_bytes;
+    // A small read buffer: the default (128 KiB) would be resident for every
+    // idle socket, and client frames are small.
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| run(s, socket, peer, token.zip(identity)))
 }
 

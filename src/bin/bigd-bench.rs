@@ -15,6 +15,8 @@ mod mock;
 mod scenarios;
 #[path = "bigd_bench/stats.rs"]
 mod stats;
+#[path = "bigd_bench/ws.rs"]
+mod ws;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -105,6 +107,35 @@ enum Scenario {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         grace: u64,
     },
+    /// The fanout scenario over /sync long-poll, then over bigd's WebSocket
+    /// transport (messages sent over a socket too); both latencies side by side.
+    WsFanout {
+        /// Receivers in the room (each phase registers its own).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        receivers: u64,
+        /// Messages per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// How long each phase sends.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// How long to wait after the last send for receivers to catch up.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+        grace: u64,
+    },
+    /// Opens S WebSockets (spread over U users), each subscribed to sync, and
+    /// holds them idle; how many stay open and the server's memory.
+    WsIdle {
+        /// Users the sockets belong to.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        users: u64,
+        /// Sockets to open.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        sockets: u64,
+        /// Seconds to hold them once open.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        hold: u64,
+    },
     /// One user in Q rooms of M messages; times /sync without a since token.
     InitialSync {
         /// Rooms the user is in.
@@ -133,6 +164,8 @@ impl Scenario {
             Scenario::Send { .. } => "send",
             Scenario::History { .. } => "history",
             Scenario::Fanout { .. } => "fanout",
+            Scenario::WsFanout { .. } => "ws-fanout",
+            Scenario::WsIdle { .. } => "ws-idle",
             Scenario::InitialSync { .. } => "initial-sync",
         }
     }
@@ -181,6 +214,17 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             seconds,
             grace,
         } => scenarios::fanout(ctx, n(receivers), rate, seconds, grace).await,
+        Scenario::WsFanout {
+            receivers,
+            rate,
+            seconds,
+            grace,
+        } => ws::ws_fanout(ctx, n(receivers), rate, seconds, grace).await,
+        Scenario::WsIdle {
+            users,
+            sockets,
+            hold,
+        } => ws::ws_idle(ctx, n(users), n(sockets), hold).await,
         Scenario::InitialSync {
             rooms,
             messages,
@@ -203,7 +247,7 @@ fn context(cli: &Cli) -> Result<Ctx, String> {
             cli.url
         ));
     }
-    if let Scenario::Fanout { rate, .. } = cli.scenario
+    if let Scenario::Fanout { rate, .. } | Scenario::WsFanout { rate, .. } = cli.scenario
         && !(rate > 0.0 && rate <= 10_000.0)
     {
         return Err("--rate must be above 0 and at most 10000 messages per second".into());
@@ -226,7 +270,9 @@ fn context(cli: &Cli) -> Result<Ctx, String> {
     let concurrency = cli.concurrency as usize;
     let pool = match cli.scenario {
         Scenario::Send { senders, .. } => senders as usize,
-        Scenario::Fanout { receivers, .. } => receivers as usize + 1,
+        Scenario::Fanout { receivers, .. } | Scenario::WsFanout { receivers, .. } => {
+            receivers as usize + 1
+        }
         _ => 8,
     }
     .max(concurrency)

@@ -48,14 +48,14 @@ fn setup(what: &str, e: ReqError) -> String {
     format!("setup failed while {what}: {e}")
 }
 
-fn epoch_micros() -> u64 {
+pub fn epoch_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
 
-fn per_second(n: u64, wall: Duration) -> f64 {
+pub fn per_second(n: u64, wall: Duration) -> f64 {
     round3(n as f64 / wall.as_secs_f64().max(1e-9))
 }
 
@@ -111,7 +111,7 @@ impl Ctx {
     }
 
     /// Fails early, with a clear message, on a server without `/sync`.
-    async fn require_sync(&self, client: &Client) -> Result<(), String> {
+    pub async fn require_sync(&self, client: &Client) -> Result<(), String> {
         match client.sync(None, 0, Some(FANOUT_FILTER)).await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.status, Some(404 | 405 | 501)) => Err(format!(
@@ -441,18 +441,18 @@ pub async fn history(
 
 /// What one fanout receiver saw.
 #[derive(Default)]
-struct Received {
-    latency: Latencies,
-    seen: HashSet<u64>,
-    duplicates: u64,
-    limited: u64,
-    requests: u64,
-    errors: Errors,
+pub struct Received {
+    pub latency: Latencies,
+    pub seen: HashSet<u64>,
+    pub duplicates: u64,
+    pub limited: u64,
+    pub requests: u64,
+    pub errors: Errors,
 }
 
 impl Received {
     /// Takes the run's messages out of one sync response, timed at `now_us`.
-    fn take(&mut self, resp: &SyncResponse, room: &str, run: &str, now_us: u64) -> u64 {
+    pub fn take(&mut self, resp: &SyncResponse, room: &str, run: &str, now_us: u64) -> u64 {
         let Some(joined) = resp.rooms.join.get(room) else {
             return 0;
         };

@@ -1,0 +1,419 @@
+//! The WebSocket scenarios (bigd's `ai.iambig/ws` transport, docs/extensions.md):
+//! `ws-fanout` measures delivery latency over sockets next to the same run over
+//! `/sync` long-poll; `ws-idle` holds many idle subscribed sockets and reports
+//! the server's memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt, stream};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::client::{Client, ReqError, SyncResponse};
+use super::scenarios::{
+    Ctx, FANOUT_FILTER, Outcome, Received, Report, epoch_micros, fanout, per_second,
+};
+use super::stats::{Errors, Latencies, Phase, round3};
+
+pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn ws_error(what: &str, e: impl std::fmt::Display) -> ReqError {
+    ReqError {
+        key: "websocket".into(),
+        detail: format!("{what}: {e}"),
+        status: None,
+        body: None,
+    }
+}
+
+/// Opens a socket authenticated by the Authorization header.
+async fn connect(client: &Client) -> Result<Socket, ReqError> {
+    let url = format!("{}{PATH}", client.base.replacen("http://", "ws://", 1));
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ws_error("building the upgrade request", e))?;
+    let bearer = format!("Bearer {}", client.token)
+        .parse()
+        .map_err(|e| ws_error("building the upgrade request", e))?;
+    request.headers_mut().insert("Authorization", bearer);
+    let connecting = tokio_tungstenite::connect_async(request);
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(e)) => Err(ws_error("opening the WebSocket", e)),
+        Err(_) => Err(ws_error("opening the WebSocket", "timed out")),
+    }
+}
+
+async fn send_frame(socket: &mut Socket, frame: Value) -> Result<(), ReqError> {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .map_err(|e| ws_error("sending a frame", e))
+}
+
+/// The next JSON text frame (reading also answers the server's pings).
+async fn next_json(socket: &mut Socket) -> Result<Value, ReqError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(text.as_str())
+                    .map_err(|e| ws_error("parsing a frame", e));
+            }
+            Some(Ok(Message::Close(close))) => {
+                return Err(ws_error(
+                    "the server closed the socket",
+                    format!("{close:?}"),
+                ));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ws_error("reading the socket", e)),
+            None => return Err(ws_error("reading the socket", "closed")),
+        }
+    }
+}
+
+/// Subscribes and returns the first (initial) sync frame's `next_batch`.
+async fn subscribe(socket: &mut Socket, filter: &str) -> Result<String, ReqError> {
+    let filter: Value = serde_json::from_str(filter).map_err(|e| ws_error("the filter", e))?;
+    send_frame(
+        socket,
+        json!({ "id": "sync", "op": "sync", "filter": filter }),
+    )
+    .await?;
+    loop {
+        let frame = next_json(socket).await?;
+        match frame["op"].as_str() {
+            Some("sync") => {
+                return Ok(frame["body"]["next_batch"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned());
+            }
+            Some("error") => return Err(ws_error("subscribing", frame["error"].clone())),
+            _ => continue,
+        }
+    }
+}
+
+/// One receiver socket until `stop`: takes the run's messages and acks each frame.
+async fn receive(
+    mut socket: Socket,
+    room: String,
+    run: String,
+    total: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> Received {
+    let mut got = Received::default();
+    while !*stop.borrow() {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            f = next_json(&mut socket) => f,
+        };
+        let frame = match frame {
+            Ok(frame) if frame["op"] == "sync" => frame,
+            Ok(_) => continue,
+            Err(e) => {
+                got.errors.add(&e);
+                break;
+            }
+        };
+        got.requests += 1;
+        let now = epoch_micros();
+        match serde_json::from_value::<SyncResponse>(frame["body"].clone()) {
+            Ok(resp) => {
+                total.fetch_add(got.take(&resp, &room, &run, now), Ordering::Relaxed);
+                let ack = json!({ "op": "ack", "next_batch": resp.next_batch });
+                if let Err(e) = send_frame(&mut socket, ack).await {
+                    got.errors.add(&e);
+                    break;
+                }
+            }
+            Err(e) => got.errors.add(&ws_error("parsing a sync frame", e)),
+        }
+    }
+    let _ = socket.close(None).await;
+    got
+}
+
+/// Sends one message as a request frame and waits for its response.
+async fn send_message(
+    socket: &mut Socket,
+    id: &str,
+    path: &str,
+    content: &Value,
+) -> Result<(), ReqError> {
+    send_frame(
+        socket,
+        json!({ "id": id, "method": "PUT", "path": path, "body": content }),
+    )
+    .await?;
+    loop {
+        let frame = next_json(socket).await?;
+        if frame["id"] != id {
+            continue;
+        }
+        return match frame["status"].as_u64() {
+            Some(200) => Ok(()),
+            status => Err(ReqError {
+                key: format!(
+                    "{} {}",
+                    status.unwrap_or(0),
+                    frame["body"]["errcode"].as_str().unwrap_or("")
+                ),
+                detail: format!("sending over the socket: {frame}"),
+                status: status.map(|s| s as u16),
+                body: Some(frame["body"].clone()),
+            }),
+        };
+    }
+}
+
+/// The socket half of `ws-fanout`: one sender socket, `receivers` subscribed sockets.
+async fn fanout_over_sockets(
+    ctx: &Ctx,
+    receivers: usize,
+    rate: f64,
+    seconds: u64,
+    grace: u64,
+) -> Outcome {
+    let sender = ctx.register_users("wssender", 1).await?.remove(0);
+    let clients = ctx.register_users("wsreceiver", receivers).await?;
+    let room = ctx.public_room(&sender, "ws-fanout").await?;
+    ctx.join_all(&clients, &room).await?;
+
+    eprintln!("setup: {receivers} receiver socket(s) subscribe");
+    let mut sockets = Vec::with_capacity(receivers);
+    for client in &clients {
+        let mut socket = connect(client)
+            .await
+            .map_err(|e| format!("setup failed: {e}"))?;
+        subscribe(&mut socket, FANOUT_FILTER)
+            .await
+            .map_err(|e| format!("setup failed: {e}"))?;
+        sockets.push(socket);
+    }
+    let mut sender_socket = connect(&sender)
+        .await
+        .map_err(|e| format!("setup failed: {e}"))?;
+
+    let run = format!("{}-ws", ctx.prefix);
+    let total = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| {
+            tokio::spawn(receive(
+                socket,
+                room.clone(),
+                run.clone(),
+                total.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+
+    let to_send = (rate * seconds as f64).round().max(1.0) as u64;
+    eprintln!("measuring: {to_send} messages at {rate}/s to {receivers} socket(s)");
+    let (phase, rss) = Phase::begin(ctx.probe);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut send_latency = Latencies::default();
+    let mut errors = Errors::default();
+    for seq in 0..to_send {
+        ticks.tick().await;
+        let sent_us = epoch_micros();
+        let content = json!({
+            "msgtype": "m.text",
+            "body": format!("ws-fanout {run} {seq}"),
+            "ai.iambig.bench": { "run": run, "seq": seq, "sent_us": sent_us },
+        });
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/ws-fanout-{seq}");
+        let t = Instant::now();
+        match send_message(&mut sender_socket, &seq.to_string(), &path, &content).await {
+            Ok(()) => send_latency.push(t.elapsed()),
+            Err(e) => errors.add(&e),
+        }
+    }
+    let sending = phase.elapsed();
+    let expected = send_latency.len() as u64 * receivers as u64;
+    let deadline = Instant::now() + Duration::from_secs(grace);
+    while total.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = phase.end(rss);
+    let _ = stop_tx.send(true);
+    let _ = sender_socket.close(None).await;
+
+    let mut latency = Latencies::default();
+    let (mut duplicates, mut frames, mut received) = (0, 0, 0u64);
+    for task in tasks {
+        let got = task
+            .await
+            .map_err(|e| format!("a receiver task died: {e}"))?;
+        received += got.seen.len() as u64;
+        duplicates += got.duplicates;
+        frames += got.requests;
+        latency.extend(got.latency);
+        errors.merge(got.errors);
+    }
+    let sent = send_latency.len() as u64;
+    Ok(Report {
+        params: json!({ "receivers": receivers, "rate": rate, "seconds": seconds, "grace_seconds": grace }),
+        results: json!({
+            "room_id": room,
+            "messages_sent": sent,
+            "send_rate_achieved": per_second(sent, sending),
+            "send_latency_ms": send_latency.summary(),
+            "expected": expected,
+            "received": received,
+            "missing": expected.saturating_sub(received),
+            "duplicates": duplicates,
+            "sync_frames": frames,
+            "delivery_latency_ms": latency.summary(),
+        }),
+        server: done.server_json(ctx.probe.map(|p| p.pid), Some(("messages", sent))),
+        errors,
+        bench_cpu_seconds: done.own_cpu_seconds,
+        failed_check: received < expected,
+    })
+}
+
+/// `ws-fanout`: the same fanout over `/sync` long-poll, then over sockets.
+pub async fn ws_fanout(
+    ctx: &Ctx,
+    receivers: usize,
+    rate: f64,
+    seconds: u64,
+    grace: u64,
+) -> Outcome {
+    eprintln!("phase 1 of 2: /sync long-poll");
+    let polled = fanout(ctx, receivers, rate, seconds, grace).await?;
+    eprintln!("phase 2 of 2: WebSocket");
+    let socketed = fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?;
+    let p50 = |r: &Report| r.results["delivery_latency_ms"]["p50"].as_f64();
+    let ratio = match (p50(&polled), p50(&socketed)) {
+        (Some(sync), Some(ws)) if ws > 0.0 => Some(round3(sync / ws)),
+        _ => None,
+    };
+    let mut errors = polled.errors.clone();
+    errors.merge(socketed.errors.clone());
+    Ok(Report {
+        params: socketed.params.clone(),
+        results: json!({
+            "p50_sync_over_ws": ratio,
+            "sync": polled.results,
+            "ws": socketed.results,
+        }),
+        server: json!({ "sync": polled.server, "ws": socketed.server }),
+        errors,
+        bench_cpu_seconds: match (polled.bench_cpu_seconds, socketed.bench_cpu_seconds) {
+            (Some(a), Some(b)) => Some(round3(a + b)),
+            _ => None,
+        },
+        failed_check: polled.failed_check || socketed.failed_check,
+    })
+}
+
+/// `ws-idle`: `sockets` subscribed sockets spread over `users` users, held for
+/// `hold` seconds; reports how many stayed open and the server's RSS.
+pub async fn ws_idle(ctx: &Ctx, users: usize, sockets: usize, hold: u64) -> Outcome {
+    raise_open_files_limit();
+    let clients = ctx.register_users("idle", users).await?;
+    ctx.require_sync(&clients[0]).await?;
+    let (phase, rss) = Phase::begin(ctx.probe);
+    eprintln!("setup: opening {sockets} subscribed socket(s)");
+    let opened: Vec<Result<Socket, ReqError>> = stream::iter(0..sockets)
+        .map(|i| {
+            let client = &clients[i % clients.len()];
+            async move {
+                let mut socket = connect(client).await?;
+                subscribe(&mut socket, FANOUT_FILTER).await?;
+                Ok(socket)
+            }
+        })
+        .buffer_unordered(ctx.concurrency)
+        .collect()
+        .await;
+    let opening = phase.elapsed();
+    let mut errors = Errors::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let open = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for socket in opened {
+        match socket {
+            Ok(socket) => tasks.push(tokio::spawn(hold_open(
+                socket,
+                open.clone(),
+                stop_rx.clone(),
+            ))),
+            Err(e) => errors.add(&e),
+        }
+    }
+    eprintln!("measuring: holding {} socket(s) for {hold} s", tasks.len());
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let done = phase.end(rss);
+    let still_open = open.load(Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        if let Ok(Err(e)) = task.await {
+            errors.add(&e);
+        }
+    }
+    let rss_per_socket_kib = match (done.rss_start_mib, done.rss_mib) {
+        (Some(a), Some(b)) if still_open > 0 => Some(round3((b - a) * 1024.0 / still_open as f64)),
+        _ => None,
+    };
+    Ok(Report {
+        params: json!({ "users": users, "sockets": sockets, "hold_seconds": hold }),
+        results: json!({
+            "opened_per_second": per_second(sockets as u64 - errors.total(), opening),
+            "open_at_end": still_open,
+            "server_rss_kib_per_socket": rss_per_socket_kib,
+        }),
+        server: done.server_json(ctx.probe.map(|p| p.pid), None),
+        errors,
+        bench_cpu_seconds: done.own_cpu_seconds,
+        failed_check: still_open < sockets as u64,
+    })
+}
+
+/// Keeps reading (which answers pings) until `stop`; counts itself open meanwhile.
+async fn hold_open(
+    mut socket: Socket,
+    open: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ReqError> {
+    open.fetch_add(1, Ordering::Relaxed);
+    let result = loop {
+        tokio::select! {
+            _ = stop.changed() => break Ok(()),
+            frame = next_json(&mut socket) => if let Err(e) = frame { break Err(e) },
+        }
+    };
+    open.fetch_sub(1, Ordering::Relaxed);
+    let _ = socket.close(None).await;
+    result
+}
+
+/// Thousands of sockets need as many file descriptors as the hard limit allows.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
