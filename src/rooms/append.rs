@@ -106,6 +106,13 @@ impl Rooms {
         }
         let meta = self.require_meta(room)?;
         let (pdu, obj) = self.build_and_authorize(room, &meta, sender, &draft)?;
+        // Room versions from 3 on leave redaction rights to servers: checked here
+        // for whatever path (`/redact` or `/send`) built the event.
+        if let Some(target) = pdu.redacts_id()
+            && *pdu.kind() == TimelineEventType::RoomRedaction
+        {
+            self.authorize_redaction(room, sender, target)?;
+        }
         let event_id = pdu.event_id.clone();
         let leaves = vec![event_id.clone()];
         let notify = crate::push::evaluate(self, room, &pdu).await?;
@@ -387,7 +394,7 @@ impl Rooms {
         if *pdu.kind() == TimelineEventType::RoomRedaction
             && let Some(target) = pdu.redacts_id()
             && let Some((target_short, target_meta, redacted)) =
-                self.stage_redaction(&mut batch, &meta.version, target, &pdu.event_id)?
+                self.stage_redaction(&mut batch, &meta.version, target, &pdu)?
         {
             cache_metas.push((target_short, target_meta));
             cache_pdus.push((target_short, redacted));
@@ -409,14 +416,18 @@ impl Rooms {
         batch: &mut Batch,
         version: &RoomVersionId,
         target: &EventId,
-        by: &EventId,
+        redaction: &Pdu,
     ) -> Result<Option<(u64, EventMeta, Arc<Pdu>)>> {
+        let by = &redaction.event_id;
         let Some(short) = self.short_event_id(target)? else {
             return Ok(None);
         };
         let Some(original) = self.pdu(short)? else {
             return Ok(None);
         };
+        if !self.redaction_applies(&original, redaction)? {
+            return Ok(None);
+        }
         let Some(mut meta) = self.event_meta(short)? else {
             return Ok(None);
         };
@@ -438,6 +449,22 @@ impl Rooms {
             json,
         )?);
         Ok(Some((short, meta, redacted)))
+    }
+
+    /// Whether a redaction (already accepted into the room) strips its target:
+    /// only an event of the same room, sent by the redaction's sender or by a
+    /// user of the same server, or redacted with the room's redact power. Local
+    /// redactions were checked more strictly before they were created.
+    fn redaction_applies(&self, original: &Pdu, redaction: &Pdu) -> Result<bool> {
+        if original.room_id != redaction.room_id {
+            return Ok(false);
+        }
+        let (by, of) = (redaction.sender(), original.sender());
+        Ok(by == of
+            || by.server_name() == of.server_name()
+            || self
+                .power_levels(&redaction.room_id)?
+                .user_can_redact_event_of_other(by))
     }
 
     /// Registers a new room whose create event is `create` (already signed and checked).

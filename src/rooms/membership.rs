@@ -282,6 +282,29 @@ impl Rooms {
 }
 
 impl Rooms {
+    /// A local user may redact an event of this room that they sent, or any
+    /// event of it with the room's redact power level.
+    pub(super) fn authorize_redaction(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        target: &ruma::EventId,
+    ) -> Result<()> {
+        let original = self
+            .pdu_by_id(target)?
+            .filter(|e| e.room_id == room)
+            .ok_or_else(|| Error::not_found("Event not found in this room"))?;
+        let own = original.sender() == sender;
+        if !own
+            && !self
+                .power_levels(room)?
+                .user_can_redact_event_of_other(sender)
+        {
+            return Err(Error::forbidden("You may only redact your own events here"));
+        }
+        Ok(())
+    }
+
     /// Redacts an event: its sender may, and so may anyone with the room's
     /// redact power level.
     pub async fn redact(
@@ -294,15 +317,7 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let meta = self.require_meta(room)?;
         let rules = rules_of(&meta.version)?;
-        let original = self
-            .pdu_by_id(target)?
-            .filter(|e| e.room_id == room)
-            .ok_or_else(|| Error::not_found("Event not found"))?;
-        let levels = self.power_levels(room)?;
-        let own = original.sender() == sender;
-        if !own && !levels.user_can_redact_event_of_other(sender) {
-            return Err(Error::forbidden("You may only redact your own events here"));
-        }
+        self.authorize_redaction(room, sender, target)?;
         let mut content = Map::new();
         if rules.redaction.content_field_redacts {
             content.insert("redacts".into(), json!(target));

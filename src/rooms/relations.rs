@@ -53,6 +53,16 @@ impl Rooms {
         let Some((rel_type, parent)) = relation_of(pdu) else {
             return Ok(None);
         };
+        // Relations never cross rooms: a parent known to be elsewhere is ignored
+        // (one not known yet may arrive later over federation; reads re-check).
+        let parent_short = self.short_event_id(&parent)?;
+        if let Some(parent_short) = parent_short
+            && self
+                .pdu(parent_short)?
+                .is_some_and(|parent| parent.room_id != pdu.room_id)
+        {
+            return Ok(None);
+        }
         let value = serde_json::to_vec(&json!([short, rel_type, pdu.kind().to_string()]))?;
         batch.put(
             PARENTCOUNT_RELATION,
@@ -71,7 +81,7 @@ impl Rooms {
                 &Raw(parent.as_bytes().to_vec()),
             );
         }
-        if let Some(parent_short) = self.short_event_id(&parent)?
+        if let Some(parent_short) = parent_short
             && let Some(mut parent_meta) = self.event_meta(parent_short)?
             && !parent_meta.has_relations
         {
@@ -103,11 +113,12 @@ impl Rooms {
         Ok(children)
     }
 
-    /// A child still related to its parent (a redaction strips the relation).
-    fn live_child(&self, child: &Child) -> Result<Option<std::sync::Arc<Pdu>>> {
+    /// A child still related to its parent (a redaction strips the relation),
+    /// in the parent's room.
+    fn live_child(&self, child: &Child, room: &RoomId) -> Result<Option<std::sync::Arc<Pdu>>> {
         Ok(self
             .pdu(child.short)?
-            .filter(|pdu| relation_of(pdu).is_some()))
+            .filter(|pdu| pdu.room_id == room && relation_of(pdu).is_some()))
     }
 
     /// `unsigned.m.relations` for an event: the latest edit by its sender, the
@@ -133,7 +144,7 @@ impl Rooms {
                 .rev()
                 .filter(|c| c.rel_type == "m.replace" && c.kind == pdu.kind().to_string())
                 .find_map(|c| {
-                    let edit = self.live_child(c).ok().flatten()?;
+                    let edit = self.live_child(c, &pdu.room_id).ok().flatten()?;
                     (edit.sender() == pdu.sender()).then_some((edit, c.short))
                 });
             if let Some((edit, short)) = latest_edit
@@ -148,7 +159,7 @@ impl Rooms {
             .collect();
         let mut live_thread = Vec::new();
         for child in &thread {
-            if let Some(event) = self.live_child(child)? {
+            if let Some(event) = self.live_child(child, &pdu.room_id)? {
                 live_thread.push((event, child.short));
             }
         }
@@ -169,7 +180,7 @@ impl Rooms {
         }
         let mut references = Vec::new();
         for child in children.iter().filter(|c| c.rel_type == "m.reference") {
-            if let Some(event) = self.live_child(child)? {
+            if let Some(event) = self.live_child(child, &pdu.room_id)? {
                 references.push(json!({ "event_id": event.event_id }));
             }
         }
@@ -248,9 +259,10 @@ impl Rooms {
                 }));
                 break;
             }
-            let (Some(event), Some(meta)) =
-                (self.live_child(&child)?, self.event_meta(child.short)?)
-            else {
+            let (Some(event), Some(meta)) = (
+                self.live_child(&child, room)?,
+                self.event_meta(child.short)?,
+            ) else {
                 continue;
             };
             if event.room_id != room || !self.can_see(viewer.0, &event, &meta, until)? {
@@ -301,7 +313,7 @@ impl Rooms {
                 else {
                     continue;
                 };
-                if !self.can_see(viewer.0, &pdu, &root_meta, until)? {
+                if pdu.room_id != room || !self.can_see(viewer.0, &pdu, &root_meta, until)? {
                     continue;
                 }
                 let event = self.client_event(&pdu, &root_meta, Some(viewer))?;

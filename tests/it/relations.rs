@@ -579,3 +579,111 @@ async fn upgrading_a_room() {
         "M_FORBIDDEN",
     );
 }
+
+#[tokio::test]
+async fn redactions_sent_as_events_obey_the_same_rules() {
+    let (s, alice, bob, room) = setup().await;
+    let alices = s.send_ok(&alice, &room, "mine").await;
+    let elsewhere = s
+        .create_room(&alice, json!({ "preset": "private_chat" }))
+        .await;
+    let secret = s.send_ok(&alice, &elsewhere, "not yours").await;
+    let bobs_room = s
+        .create_room(&bob, json!({ "preset": "public_chat" }))
+        .await;
+    let redaction = |target: &str| json!({ "redacts": target, "reason": "x" });
+
+    // Without the redact power, bob cannot redact alice's event through /send.
+    let denied = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.redaction/r1"),
+            Some(&bob.token),
+            redaction(&alices),
+        )
+        .await;
+    assert_error(&denied, 403, "M_FORBIDDEN");
+    // Nor, as creator of his own room, an event of another room.
+    let foreign = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{bobs_room}/send/m.room.redaction/r2"),
+            Some(&bob.token),
+            redaction(&secret),
+        )
+        .await;
+    assert_error(&foreign, 404, "M_NOT_FOUND");
+    for (r, event, body) in [(&room, &alices, "mine"), (&elsewhere, &secret, "not yours")] {
+        let (status, got) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{r}/event/{event}"),
+                Some(&alice.token),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(got["content"]["body"], body, "untouched: {got}");
+    }
+    // His own event he may redact this way.
+    let own = s.send_ok(&bob, &room, "oops").await;
+    send(&s, &bob, &room, "m.room.redaction", redaction(&own)).await;
+    let (_, got) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{own}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(got["content"], json!({}));
+}
+
+#[tokio::test]
+async fn relations_do_not_reach_into_other_rooms() {
+    let (s, alice, bob, _room) = setup().await;
+    let private = s
+        .create_room(&alice, json!({ "preset": "private_chat" }))
+        .await;
+    let secret = s.send_ok(&alice, &private, "private words").await;
+    let bobs_room = s
+        .create_room(&bob, json!({ "preset": "public_chat" }))
+        .await;
+    let thread = json!({
+        "msgtype": "m.text",
+        "body": "peek",
+        "m.relates_to": { "rel_type": "m.thread", "event_id": secret },
+    });
+    send(&s, &bob, &bobs_room, "m.room.message", thread).await;
+    let edit = json!({
+        "msgtype": "m.text",
+        "body": "* forged",
+        "m.new_content": { "msgtype": "m.text", "body": "forged" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": secret },
+    });
+    send(&s, &bob, &bobs_room, "m.room.message", edit).await;
+
+    let (status, threads) = s
+        .get(
+            &format!("/_matrix/client/v1/rooms/{bobs_room}/threads"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        threads["chunk"],
+        json!([]),
+        "no foreign thread roots: {threads}"
+    );
+    let (_, got) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{private}/event/{secret}"),
+            Some(&alice.token),
+        )
+        .await;
+    assert!(
+        got["unsigned"]["m.relations"].is_null(),
+        "no foreign bundle: {got}"
+    );
+    let (_, related) = s
+        .get(
+            &format!("/_matrix/client/v1/rooms/{private}/relations/{secret}"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(related["chunk"], json!([]));
+}
