@@ -16,6 +16,8 @@ pub struct SyncFilter {
     pub timeline_limit: usize,
     pub include_leave: bool,
     pub lazy_load_members: bool,
+    /// Whether threaded notification counts are reported apart (opt-in).
+    pub unread_thread_notifications: bool,
     rooms: Option<Vec<OwnedRoomId>>,
     not_rooms: Vec<OwnedRoomId>,
     timeline: EventFilter,
@@ -56,6 +58,7 @@ impl SyncFilter {
             timeline_limit,
             include_leave: room.include_leave,
             lazy_load_members: !room.state.lazy_load_options.is_disabled(),
+            unread_thread_notifications: room.timeline.unread_thread_notifications,
             rooms: room.rooms.clone(),
             not_rooms: room.not_rooms.clone(),
             timeline: event_filter(&room.timeline),

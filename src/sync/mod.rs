@@ -335,9 +335,16 @@ fn joined_room(
     } else {
         None
     };
-    let counts = s
+    let mut counts = s
         .notifications
         .counts(user, s.rooms.require_meta(room)?.short)?;
+    // Without the opt-in, threaded notifications count in the room's totals.
+    if !req.filter.unread_thread_notifications {
+        for (n, h) in std::mem::take(&mut counts.threads).into_values() {
+            counts.notifications += n;
+            counts.highlights += h;
+        }
+    }
     let threads = (!counts.threads.is_empty()).then(|| {
         let per_root: serde_json::Map<String, Value> = counts
             .threads
@@ -496,8 +503,9 @@ fn state_section(
                 || pdu.state_key().is_some_and(|k| senders.contains(k))
         })
         .collect();
-    if filter.lazy_load_members && (whole || timeline.limited) {
-        // Senders whose member event is older than the state diff.
+    if filter.lazy_load_members {
+        // Senders whose member event is not in the state diff: the client may
+        // never have loaded it (Synapse sends them too).
         let have: BTreeSet<String> = kept
             .iter()
             .filter(|(pdu, _)| pdu.kind().to_string() == "m.room.member")

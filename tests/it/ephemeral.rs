@@ -267,7 +267,15 @@ async fn unread_counts_follow_push_rules_and_drop_when_read() {
         )
         .await;
     let reply_id = r["event_id"].as_str().unwrap().to_owned();
+    // Without the opt-in, the thread's notification counts in the room's total.
     let resp = sync(&s, &bob, "").await;
+    assert_eq!(unread(&resp, &room), (2, 0), "{resp}");
+    assert!(resp["rooms"]["join"][&room]["unread_thread_notifications"].is_null());
+    let opt_in = format!(
+        "filter={}",
+        urlencode(r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#)
+    );
+    let resp = sync(&s, &bob, &opt_in).await;
     assert_eq!(
         unread(&resp, &room),
         (1, 0),
@@ -283,7 +291,7 @@ async fn unread_counts_follow_push_rules_and_drop_when_read() {
         json!({ "thread_id": root }),
     )
     .await;
-    let resp = sync(&s, &bob, "").await;
+    let resp = sync(&s, &bob, &opt_in).await;
     assert!(
         resp["rooms"]["join"][&room]["unread_thread_notifications"].is_null(),
         "{resp}"

@@ -404,6 +404,38 @@ async fn filters_by_id_and_inline() {
 }
 
 #[tokio::test]
+async fn lazy_loading_sends_new_senders_in_incremental_syncs() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    s.send_ok(&alice, &room, "hello").await;
+    let filter = urlencode(
+        &json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } })
+            .to_string(),
+    );
+    let resp = sync(&s, &alice, &format!("filter={filter}")).await;
+    let token = resp["next_batch"].as_str().unwrap().to_owned();
+    // Bob joined before the token and alice's client never loaded his member
+    // event; his first message (not a limited timeline) must bring it.
+    s.send_ok(&bob, &room, "hi").await;
+    let resp = sync(&s, &alice, &format!("filter={filter}&since={token}")).await;
+    let joined = &resp["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], false);
+    assert!(
+        joined["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == "@bob:localhost"),
+        "{joined}"
+    );
+}
+
+#[tokio::test]
 async fn a_waiting_sync_ends_cleanly_at_shutdown() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
