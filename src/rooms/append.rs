@@ -365,13 +365,20 @@ impl Rooms {
             && in_current_state
             && let Some(target) = pdu.state_key().and_then(|k| UserId::parse(k).ok())
         {
+            let key = (target, room.to_owned());
+            let membership = pdu.content_str("membership").unwrap_or_default();
+            let since = match self.db.get(USERIDROOMID_MEMBERSHIP, &key)? {
+                Some(previous) if previous.membership == membership => previous.began(),
+                _ => count,
+            };
             let record = MembershipRecord {
-                membership: pdu.content_str("membership").unwrap_or_default(),
+                membership,
                 count,
                 event: short,
                 forgotten: false,
+                since,
             };
-            batch.put(USERIDROOMID_MEMBERSHIP, &(target, room.to_owned()), &record);
+            batch.put(USERIDROOMID_MEMBERSHIP, &key, &record);
         }
         if let Some(parent) = self.stage_relation(&mut batch, meta.short, &pdu, short, count)? {
             cache_metas.push(parent);

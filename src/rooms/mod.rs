@@ -95,6 +95,21 @@ pub struct MembershipRecord {
     pub event: u64,
     #[serde(default)]
     pub forgotten: bool,
+    /// The count at which this membership began: a profile change (join to
+    /// join) moves `count` but not this. 0 in records written before it existed.
+    #[serde(default)]
+    pub since: u64,
+}
+
+impl MembershipRecord {
+    /// When the user entered the current membership.
+    pub fn began(&self) -> u64 {
+        if self.since == 0 {
+            self.count
+        } else {
+            self.since
+        }
+    }
 }
 
 impl JsonValue for MembershipRecord {}

@@ -232,8 +232,9 @@ fn build(
         let changed_membership = record.count > after && record.count <= upto;
         match record.membership.as_str() {
             "join" => {
-                // A room joined since the token is new to this device: send it whole.
-                let fresh = since.is_none() || changed_membership;
+                // A room joined since the token is new to this device: send it
+                // whole (a profile change of a member who stayed is not a join).
+                let fresh = since.is_none() || (record.began() > after && record.began() <= upto);
                 let account_data = room_account_data.remove(&room).unwrap_or_default();
                 if let Some(section) =
                     joined_room(s, who, &room, after, upto, fresh, account_data, req)?

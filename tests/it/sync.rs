@@ -436,6 +436,43 @@ async fn lazy_loading_sends_new_senders_in_incremental_syncs() {
 }
 
 #[tokio::test]
+async fn a_profile_change_is_not_a_new_join() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    s.send_ok(&alice, &room, "before").await;
+    let token = sync(&s, &bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A per-room nick: a new join event for a member who stays joined.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:localhost"),
+            Some(&bob.token),
+            json!({ "membership": "join", "displayname": "Bobby" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let resp = sync(&s, &bob, &format!("since={token}")).await;
+    let joined = &resp["rooms"]["join"][&room];
+    let timeline = joined["timeline"]["events"].as_array().unwrap();
+    assert_eq!(timeline.len(), 1, "only the new member event: {joined}");
+    assert_eq!(timeline[0]["content"]["displayname"], "Bobby");
+    assert_eq!(joined["timeline"]["limited"], false);
+    assert!(
+        joined["state"]["events"]
+            .as_array()
+            .is_none_or(|events| events.is_empty()),
+        "no state resent: {joined}"
+    );
+}
+
+#[tokio::test]
 async fn a_waiting_sync_ends_cleanly_at_shutdown() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
