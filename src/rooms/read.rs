@@ -456,6 +456,22 @@ impl Rooms {
 
     /// The state the user may see: the current state while joined (or in a
     /// world-readable room), the state when they left otherwise.
+    /// The count of the user's leave (or ban), unless the room is world-readable.
+    fn left_at(&self, room: &RoomId, user: &UserId) -> Result<Option<u64>> {
+        let record = self
+            .db
+            .get(USERIDROOMID_MEMBERSHIP, &(user.to_owned(), room.to_owned()))?;
+        match record {
+            Some(r) if r.membership == "leave" || r.membership == "ban" => {
+                let meta = self.require_meta(room)?;
+                let current = self.state.load(meta.current_state)?;
+                let readable = self.visibility_in(&current)? == Visibility::WorldReadable;
+                Ok((!readable).then_some(r.count))
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub(super) fn visible_state(&self, room: &RoomId, user: &UserId) -> Result<Arc<StateMap>> {
         let meta = self.require_meta(room)?;
         let current = self.state.load(meta.current_state)?;
@@ -529,7 +545,11 @@ impl Rooms {
     ) -> Result<Vec<Value>> {
         let mut state = self.visible_state(room, user)?;
         if let Some(at) = at {
-            let count = parse_token(at)?;
+            let mut count = parse_token(at)?;
+            // A member who left sees no further than their leave.
+            if let Some(left) = self.left_at(room, user)? {
+                count = count.min(left);
+            }
             let meta = self.require_meta(room)?;
             let before = self.db.scan_rev(
                 SHORTROOMIDCOUNT_SHORTEVENTID,

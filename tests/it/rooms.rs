@@ -679,6 +679,32 @@ async fn members_filters_and_history_at_a_token() {
             && !then.contains(&"@carol:localhost".to_owned()),
         "{then:?}"
     );
+
+    // Bob, gone, cannot see later members by asking for a later token.
+    let dave = s.register("dave").await;
+    s.join(&dave, &room).await;
+    let (_, latest) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+            Some(&alice.token),
+        )
+        .await;
+    let token_after_dave = latest["start"].as_str().unwrap();
+    let (status, seen) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?at={token_after_dave}"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        !seen["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == "@dave:localhost"),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
