@@ -74,7 +74,16 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
     }
     let deadline = tokio::time::Instant::now() + req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let mut stopping = s.stopping.subscribe();
+    // A device waiting in a long-poll is still syncing: presence hears so
+    // often enough that the poll never outlasts the offline timeout.
+    let keepalive =
+        Duration::from_millis(s.config.presence.offline_timeout_ms / 2).max(Duration::from_secs(1));
+    let mut next_keepalive = tokio::time::Instant::now() + keepalive;
     loop {
+        if tokio::time::Instant::now() >= next_keepalive {
+            s.presence.synced(&who.user_id, &req.set_presence)?;
+            next_keepalive += keepalive;
+        }
         let watches = register_watches(s, who)?;
         let upto = s.db.visible_count();
         let response = build(s, who, since, upto, &req)?;
@@ -91,6 +100,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         tokio::select! {
             _ = woken => {}
             () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(next_keepalive) => {}
             _ = stopping.wait_for(|stop| *stop) => {}
         }
     }

@@ -157,3 +157,29 @@ async fn the_presence_filter_applies() {
     let empty = sync(&s, &alice, &format!("filter={encoded}")).await;
     assert!(empty["presence"]["events"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_long_poll_longer_than_the_offline_timeout_keeps_the_user_online() {
+    let s = TestServer::start_with(|c| c.presence.offline_timeout_ms = 2_000).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    let token = sync(&s, &bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "{}/_matrix/client/v3/sync?since={token}&timeout=6000",
+        s.base
+    );
+    let poll = tokio::spawn(s.http.get(url).bearer_auth(&bob.token).send());
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let path = "/_matrix/client/v3/presence/@bob:localhost/status";
+    let (status, now) = s.get(path, Some(&alice.token)).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(now["presence"], "online", "still in a poll: {now}");
+    assert!(poll.await.unwrap().unwrap().status().is_success());
+}

@@ -111,6 +111,9 @@ pub async fn receipt(
             set_fully_read(&s, &b.room_id, &me.user_id, &b.event_id)?;
         }
         ReceiptType::Read | ReceiptType::ReadPrivate => {
+            // Cleared first: the receipt's write is what wakes syncs, and
+            // they must then read the lowered counts.
+            clear_notifications(&s, short_room, &me.user_id, &b.event_id, thread.as_deref())?;
             s.receipts.set(
                 short_room,
                 b.receipt_type.as_str(),
@@ -118,7 +121,6 @@ pub async fn receipt(
                 thread.as_deref(),
                 b.event_id.as_str(),
             )?;
-            clear_notifications(&s, short_room, &me.user_id, &b.event_id, thread.as_deref())?;
         }
         other => {
             return Err(Error::invalid_param(format!(
