@@ -6,7 +6,10 @@
 //! A read receipt deletes what it covers, so the counts are what is left.
 //! (User-defined rules, `/notifications` and pushers build on this.)
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, num::NonZeroUsize};
+
+use lru::LruCache;
+use parking_lot::Mutex;
 
 use ruma::{
     OwnedEventId, OwnedUserId, UInt, UserId,
@@ -19,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     error::Result,
     rooms::{Pdu, Rooms},
-    storage::{Batch, Engine, Raw as Bytes, USERIDSHORTROOMIDCOUNT_NOTIFY, prefix},
+    storage::{Batch, Engine, Key, Raw as Bytes, USERIDSHORTROOMIDCOUNT_NOTIFY, prefix},
 };
 
 /// One user to notify about one event.
@@ -74,14 +77,41 @@ pub async fn evaluate(rooms: &Rooms, room: &ruma::RoomId, pdu: &Pdu) -> Result<V
     Ok(notify)
 }
 
+/// Users' rooms whose counts are kept in memory.
+const COUNTS_CACHE: usize = 50_000;
+
+/// Counts of one user in one room, covering the notification rows up to `upto`.
+#[derive(Debug, Clone)]
+struct CachedCounts {
+    counts: UnreadCounts,
+    upto: u64,
+}
+
+/// The stored part of a notification row that counting needs.
+#[derive(serde::Deserialize)]
+struct CountedRow<'a> {
+    #[serde(default)]
+    highlight: bool,
+    #[serde(borrow, default)]
+    thread: Option<std::borrow::Cow<'a, str>>,
+}
+
 #[derive(Debug)]
 pub struct Notifications {
     db: Engine,
+    /// Counts per (user, room), advanced by reading only rows newer than what
+    /// they cover: every sync of every room asks for counts, and a room with
+    /// many unread events would otherwise be rescanned each time.
+    cache: Mutex<LruCache<(OwnedUserId, u64), CachedCounts>>,
 }
 
 impl Notifications {
     pub fn new(db: Engine) -> Self {
-        Self { db }
+        let capacity = NonZeroUsize::new(COUNTS_CACHE).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            db,
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
     }
 
     /// Records notifications in the event's batch.
@@ -114,6 +144,8 @@ impl Notifications {
         thread: Option<&str>,
     ) -> Result<()> {
         let room_prefix = prefix(&(user.to_owned(), short_room));
+        // Held across the commit so that no count is cached from before it.
+        let mut cache = self.cache.lock();
         let mut batch = self.db.batch();
         for row in self.db.iter(
             USERIDSHORTROOMIDCOUNT_NOTIFY,
@@ -138,25 +170,53 @@ impl Notifications {
         }
         if !batch.is_empty() {
             batch.commit()?;
+            cache.pop(&(user.to_owned(), short_room));
         }
         Ok(())
     }
 
     pub fn counts(&self, user: &UserId, short_room: u64) -> Result<UnreadCounts> {
+        // Rows up to the visible count are all committed: none can appear
+        // below it later, so what is cached stays exact until a receipt.
+        let upto = self.db.visible_count();
+        let key = (user.to_owned(), short_room);
+        let mut cache = self.cache.lock();
+        let mut cached = cache.get(&key).cloned().unwrap_or(CachedCounts {
+            counts: UnreadCounts::default(),
+            upto: 0,
+        });
+        if cached.upto < upto {
+            self.count_rows(user, short_room, cached.upto, upto, &mut cached.counts)?;
+            cached.upto = upto;
+            cache.put(key, cached.clone());
+        }
+        Ok(cached.counts)
+    }
+
+    /// Adds the notification rows in (after, upto] to `counts`.
+    fn count_rows(
+        &self,
+        user: &UserId,
+        short_room: u64,
+        after: u64,
+        upto: u64,
+        counts: &mut UnreadCounts,
+    ) -> Result<()> {
         let room_prefix = prefix(&(user.to_owned(), short_room));
-        let mut counts = UnreadCounts::default();
-        for row in self.db.iter(
-            USERIDSHORTROOMIDCOUNT_NOTIFY,
-            &room_prefix,
-            &room_prefix,
-            true,
-        ) {
-            let (_, Bytes(record)) = row?;
-            let record: Value = serde_json::from_slice(&record)?;
-            let highlight = u64::from(record["highlight"] == true);
-            match record["thread"].as_str() {
+        let start = (user.to_owned(), short_room, after.saturating_add(1)).encode();
+        for row in self
+            .db
+            .iter(USERIDSHORTROOMIDCOUNT_NOTIFY, &room_prefix, &start, true)
+        {
+            let ((_, _, count), Bytes(record)) = row?;
+            if count > upto {
+                break;
+            }
+            let row: CountedRow = serde_json::from_slice(&record)?;
+            let highlight = u64::from(row.highlight);
+            match row.thread {
                 Some(root) => {
-                    let entry = counts.threads.entry(root.to_owned()).or_default();
+                    let entry = counts.threads.entry(root.into_owned()).or_default();
                     entry.0 += 1;
                     entry.1 += highlight;
                 }
@@ -166,7 +226,7 @@ impl Notifications {
                 }
             }
         }
-        Ok(counts)
+        Ok(())
     }
 
     /// Deletes a user's notifications everywhere (account deactivation).
