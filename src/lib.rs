@@ -132,6 +132,13 @@ impl Server {
                 .clone()
                 .into_make_service_with_connect_info::<SocketAddr>();
             let mut stop = shutdown.subscribe();
+            // Small frames and responses go out at once rather than waiting
+            // for the peer's delayed ACK (Nagle), which costs WebSockets tens of ms.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             tasks.spawn(async move {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {

@@ -111,8 +111,12 @@ impl Outbox {
     /// Queues a frame; a client too slow to keep its queue below the bound is
     /// disconnected rather than buffered without limit or allowed to slow others.
     fn send(&self, frame: Value) {
+        self.send_text(frame.to_string());
+    }
+
+    fn send_text(&self, frame: String) {
         if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.queue.try_send(Message::Text(frame.to_string().into()))
+            self.queue.try_send(Message::Text(frame.into()))
         {
             tracing::info!("closing a WebSocket whose client does not read");
             self.kill("Too slow: frames were not read");
@@ -440,9 +444,10 @@ impl Connection {
                     Ok(response) => {
                         let next = response.next_batch().to_owned();
                         if since.is_none() || !response.is_empty() {
-                            match serde_json::to_value(&response) {
+                            // The response's events are raw JSON: written as they are.
+                            match serde_json::to_string(&response) {
                                 Ok(body) => {
-                                    out.send(json!({ "id": id, "op": "sync", "body": body }))
+                                    out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body))
                                 }
                                 Err(e) => {
                                     tracing::error!(error = %e, "cannot serialise a sync frame")
@@ -486,10 +491,25 @@ impl Connection {
 async fn respond(out: &Outbox, id: Option<Value>, response: Response) {
     let status = response.status().as_u16();
     let body = match axum::body::to_bytes(response.into_body(), usize::MAX).await {
-        Ok(bytes) if bytes.is_empty() => Value::Object(Default::default()),
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) => json!({ "errcode": "M_UNKNOWN", "error": e.to_string() }),
+        Ok(bytes) if bytes.is_empty() => "{}".to_owned(),
+        // A JSON body goes into the frame as it is, without being parsed into a tree.
+        Ok(bytes) => match serde_json::from_slice::<&serde_json::value::RawValue>(&bytes) {
+            Ok(raw) => raw.get().to_owned(),
+            Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()).to_string(),
+        },
+        Err(e) => json!({ "errcode": "M_UNKNOWN", "error": e.to_string() }).to_string(),
     };
-    out.send(json!({ "id": id, "status": status, "body": body }));
+    out.send_text(envelope(
+        &id,
+        &format!("\"status\":{status},\"body\""),
+        &body,
+    ));
+}
+
+/// `{"id":<id>,<fields>:<body>}` from already serialised JSON parts.
+fn envelope(id: &Option<Value>, fields: &str, body: &str) -> String {
+    let id = id
+        .as_ref()
+        .map_or_else(|| "null".to_owned(), Value::to_string);
+    format!("{{\"id\":{id},{fields}:{body}}}")
 }

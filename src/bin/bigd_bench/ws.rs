@@ -43,7 +43,7 @@ async fn connect(client: &Client) -> Result<Socket, ReqError> {
         .parse()
         .map_err(|e| ws_error("building the upgrade request", e))?;
     request.headers_mut().insert("Authorization", bearer);
-    let connecting = tokio_tungstenite::connect_async(request);
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
     match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(e)) => Err(ws_error("opening the WebSocket", e)),
