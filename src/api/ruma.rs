@@ -213,10 +213,20 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The peer address, or the first `X-Forwarded-For` hop when configured to trust it.
 pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
-    let forwarded = parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    client_ip_of(&parts.headers, peer, trust_forwarded_for)
+}
+
+/// [`client_ip`] from the request's headers and peer address.
+pub fn client_ip_of(
+    headers: &http::HeaderMap,
+    peer: Option<SocketAddr>,
+    trust_forwarded_for: bool,
+) -> String {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     // The last hop is the one our trusted proxy appended; earlier ones are the
     // client's to choose.
     if trust_forwarded_for
@@ -227,10 +237,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> String {
     {
         return first.to_owned();
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+    peer.map(|addr| addr.ip().to_string())
         .unwrap_or_else(|| "unknown".to_owned())
 }
 

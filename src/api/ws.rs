@@ -76,7 +76,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ip = peer.ip().to_string();
+    let ip = super::ruma::client_ip_of(&headers, Some(peer), s.config.http.trust_forwarded_for);
     // A token in the header is checked before upgrading: a bad one is a 401.
     let token = headers
         .get(header::AUTHORIZATION)
@@ -96,7 +96,7 @@ async fn upgrade(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| run(s, socket, peer, token.zip(identity)))
+        .on_upgrade(move |socket| run(s, socket, Peer { addr: peer, ip }, token.zip(identity)))
 }
 
 /// Frames on their way to one socket: a bounded queue, and a kill switch for
@@ -140,12 +140,7 @@ impl Outbox {
 }
 
 /// The socket's life: authentication, then requests, subscriptions and pings.
-async fn run(
-    s: Arc<Services>,
-    socket: WebSocket,
-    peer: SocketAddr,
-    auth: Option<(String, Identity)>,
-) {
+async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(String, Identity)>) {
     let (mut sink, mut stream) = socket.split();
     let config = s.config.websocket.clone();
     let (queue, mut queued) = mpsc::channel::<Message>(config.max_queued_frames);
@@ -275,14 +270,18 @@ async fn finish(
 async fn first_frame_auth(
     s: &Services,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    peer: &SocketAddr,
+    peer: &Peer,
     out: &Outbox,
 ) -> Option<(String, Identity)> {
     let timeout = Duration::from_millis(s.config.websocket.auth_timeout_ms);
     let close = |reason: &str| out.close(CLOSE_POLICY, reason);
     let frame = match tokio::time::timeout(timeout, stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => text,
-        Ok(_) => return None,
+        Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => return None,
+        Ok(Some(Ok(_))) => {
+            close("The first frame must be a JSON text {\"op\":\"auth\",...} frame");
+            return None;
+        }
         Err(_) => {
             close("No auth frame in time");
             return None;
@@ -296,7 +295,7 @@ async fn first_frame_auth(
         close("The first frame must be {\"op\":\"auth\",\"access_token\":...}");
         return None;
     };
-    match s.auth.sessions.authenticate(&token, &peer.ip().to_string()) {
+    match s.auth.sessions.authenticate(&token, &peer.ip) {
         Ok(identity) => Some((token, identity)),
         Err(e) => {
             close(&format!("M_UNKNOWN_TOKEN: {e}"));
@@ -305,11 +304,19 @@ async fn first_frame_auth(
     }
 }
 
+/// Where a socket comes from: its TCP peer and the client address (the
+/// forwarded one, behind a trusted proxy).
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    ip: String,
+}
+
 struct Connection {
     s: Arc<Services>,
     token: String,
     identity: Identity,
-    peer: SocketAddr,
+    peer: Peer,
     out: Outbox,
     requests: Arc<Semaphore>,
 }
@@ -374,7 +381,8 @@ impl Connection {
             .uri(path.as_str())
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::CONTENT_TYPE, "application/json")
-            .extension(ConnectInfo(self.peer))
+            .header("x-forwarded-for", self.peer.ip.as_str())
+            .extension(ConnectInfo(self.peer.addr))
             .body(Body::from(body));
         let id = frame.id;
         let out = self.out.clone();
@@ -415,7 +423,7 @@ impl Connection {
             self.s.clone(),
             self.identity.clone(),
             self.token.clone(),
-            self.peer,
+            self.peer.clone(),
             self.out.clone(),
             frame.id,
         );
@@ -423,7 +431,7 @@ impl Connection {
         Some(tokio::spawn(async move {
             loop {
                 // A logged-out device's socket stops getting updates at once.
-                if let Err(e) = s.auth.sessions.authenticate(&token, &peer.ip().to_string()) {
+                if let Err(e) = s.auth.sessions.authenticate(&token, &peer.ip) {
                     out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
                     return;
                 }

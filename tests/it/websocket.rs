@@ -480,3 +480,30 @@ async fn a_connection_that_never_answers_pings_is_closed() {
     .await;
     assert_eq!(whoami["status"], 200);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_clients() {
+    let s = TestServer::start_with(|c| c.http.trust_forwarded_for = true).await;
+    let bob = s.register("bob").await;
+    let mut request = ws_url(&s).into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "Authorization",
+        format!("Bearer {}", bob.token).parse().unwrap(),
+    );
+    headers.insert("X-Forwarded-For", "203.0.113.7".parse().unwrap());
+    let (mut socket, _) = connect_async(request).await.unwrap();
+    let devices = call(
+        &mut socket,
+        "1",
+        "GET",
+        "/_matrix/client/v3/devices",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(devices["status"], 200);
+    assert_eq!(
+        devices["body"]["devices"][0]["last_seen_ip"], "203.0.113.7",
+        "{devices}"
+    );
+}
