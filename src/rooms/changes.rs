@@ -37,6 +37,16 @@ const STRIPPED_STATE: &[&str] = &[
 
 impl Rooms {
     /// Every room the user has a membership record in.
+    /// The user's membership just before the event `short` (one of their
+    /// member events), `None` if they had none.
+    pub fn membership_before(&self, short: u64, user: &UserId) -> Result<Option<String>> {
+        let Some(meta) = self.event_meta(short)? else {
+            return Ok(None);
+        };
+        let state = self.state.load(meta.state_before)?;
+        self.membership_in(&state, user)
+    }
+
     pub fn memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
         let rows = self
             .db

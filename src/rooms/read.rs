@@ -164,7 +164,7 @@ impl Rooms {
         })
     }
 
-    fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+    pub(super) fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
         Ok(self
             .state_event(state, "m.room.member", user.as_str())?
             .and_then(|e| e.content_str("membership")))

@@ -240,7 +240,16 @@ fn build(
             continue;
         }
         let changed_membership = record.count > after && record.count <= upto;
-        match record.membership.as_str() {
+        // A membership change beyond this response (committed after `upto`
+        // was read) is for the next one: until then the previous one holds.
+        let membership = if record.count > upto {
+            s.rooms
+                .membership_before(record.event, user)?
+                .unwrap_or_else(|| "leave".to_owned())
+        } else {
+            record.membership.clone()
+        };
+        match membership.as_str() {
             "join" => {
                 // A room joined since the token is new to this device: send it
                 // whole (a profile change of a member who stayed is not a join).
@@ -370,7 +379,7 @@ fn joined_room(
         Value::Object(per_root)
     });
     Ok(Some(JoinedRoom {
-        timeline: timeline_json(s, who, &timeline, from, filter)?,
+        timeline: timeline_json(s, who, &timeline, (from, upto), filter)?,
         state,
         state_after,
         ephemeral: Events { events: ephemeral },
@@ -537,7 +546,7 @@ fn timeline_json(
     s: &Services,
     who: &Identity,
     timeline: &TimelineSlice,
-    from: u64,
+    (from, upto): (u64, u64),
     filter: &SyncFilter,
 ) -> Result<Timeline> {
     let viewer = Some((who.user_id.as_ref(), who.device_id.as_str()));
@@ -545,10 +554,13 @@ fn timeline_json(
     for (pdu, meta) in &timeline.events {
         events.push(filter.project(s.rooms.client_event_json(pdu, meta, viewer)?)?);
     }
+    // With no events, paginating back starts after the range when events
+    // were left out (`limited`, e.g. a limit of 0), else after its start.
+    let empty_start = if timeline.limited { upto } else { from };
     let prev_batch = timeline
         .events
         .first()
-        .map_or(from.saturating_add(1), |(_, meta)| meta.count);
+        .map_or(empty_start.saturating_add(1), |(_, meta)| meta.count);
     Ok(Timeline {
         events,
         limited: timeline.limited,
@@ -595,7 +607,7 @@ fn left_room(
         filter,
     )?;
     Ok(LeftRoom {
-        timeline: timeline_json(s, who, &timeline, after, filter)?,
+        timeline: timeline_json(s, who, &timeline, (after, left_at), filter)?,
         state: Events {
             events: events_json(s, &state, filter)?,
         },

@@ -473,6 +473,29 @@ async fn a_profile_change_is_not_a_new_join() {
 }
 
 #[tokio::test]
+async fn an_empty_limited_timeline_paginates_from_the_end() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.send_ok(&alice, &room, "latest").await;
+    let filter = urlencode(&json!({ "room": { "timeline": { "limit": 0 } } }).to_string());
+    let resp = sync(&s, &alice, &format!("filter={filter}")).await;
+    let timeline = &resp["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true, "{timeline}");
+    let prev = timeline["prev_batch"].as_str().unwrap();
+    let (status, page) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1&from={prev}"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["chunk"][0]["content"]["body"], "latest", "{page}");
+}
+
+#[tokio::test]
 async fn a_waiting_sync_ends_cleanly_at_shutdown() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
