@@ -87,7 +87,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         let watches = register_watches(s, who)?;
         let upto = s.db.visible_count();
         let response = build(s, who, since, upto, &req)?;
-        let empty = since.is_some() && response.is_empty();
+        let empty = since.is_some() && response.is_empty() && !req.full_state;
         let waited_long_enough = tokio::time::Instant::now() >= deadline || *stopping.borrow();
         if !empty || waited_long_enough {
             return Ok(response);
@@ -315,6 +315,8 @@ fn joined_room(
     let from = if fresh { 0 } else { after };
     let ephemeral = ephemeral_events(s, who, room, from, upto)?;
     let quiet = account_data.is_empty() && ephemeral.is_empty();
+    // `full_state` asks for every room, news or not.
+    let quiet = quiet && !req.full_state;
     if !fresh && quiet && s.rooms.latest_count(room)? <= after {
         return Ok(None);
     }

@@ -496,6 +496,36 @@ async fn an_empty_limited_timeline_paginates_from_the_end() {
 }
 
 #[tokio::test]
+async fn full_state_returns_every_room_at_once() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat", "name": "Hall" }))
+        .await;
+    let token = sync(&s, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let resp = sync(
+        &s,
+        &alice,
+        &format!("since={token}&full_state=true&timeout=20000"),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "no long-poll");
+    let state = resp["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Hall"),
+        "the room's whole state, though nothing changed: {resp}"
+    );
+}
+
+#[tokio::test]
 async fn a_waiting_sync_ends_cleanly_at_shutdown() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
