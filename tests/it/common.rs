@@ -244,6 +244,18 @@ impl TestServer {
     }
 }
 
+/// A server where alice created a public room that bob joined.
+pub async fn alice_and_bob_in_a_public_room() -> (TestServer, Session, Session, String) {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    (s, alice, bob, room)
+}
+
 static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// `GET /sync?{query}` as `who`, asserting success.

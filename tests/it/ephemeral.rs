@@ -14,20 +14,9 @@ fn ephemeral(resp: &Value, room: &str, kind: &str) -> Option<Value> {
         .map(|e| e["content"].clone())
 }
 
-async fn pair() -> (TestServer, Session, Session, String) {
-    let s = TestServer::start().await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
-    (s, alice, bob, room)
-}
-
 #[tokio::test]
 async fn typing_is_delivered_and_expires_by_itself() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let token = sync(&s, &bob, "").await["next_batch"]
         .as_str()
         .unwrap()
@@ -94,7 +83,7 @@ async fn typing_is_delivered_and_expires_by_itself() {
 
 #[tokio::test]
 async fn receipts_public_private_and_threaded() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let event = s.send_ok(&alice, &room, "read me").await;
     let token = sync(&s, &alice, "").await["next_batch"]
         .as_str()
@@ -161,7 +150,7 @@ async fn receipts_public_private_and_threaded() {
 
 #[tokio::test]
 async fn read_markers_set_fully_read_and_receipts() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let event = s.send_ok(&alice, &room, "marker").await;
     let (status, body) = s
         .post(

@@ -23,20 +23,9 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-async fn setup() -> (TestServer, Session, Session, String) {
-    let s = TestServer::start().await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
-    (s, alice, bob, room)
-}
-
 #[tokio::test]
 async fn edits_are_bundled_and_only_the_senders_count() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let original = s.send_ok(&alice, &room, "helo").await;
     let edit = |body: &str| {
         json!({ "msgtype": "m.text", "body": format!("* {body}"), "m.new_content": { "msgtype": "m.text", "body": body },
@@ -94,7 +83,7 @@ async fn edits_are_bundled_and_only_the_senders_count() {
 
 #[tokio::test]
 async fn threads_summaries_and_the_threads_list() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let root_a = s.send_ok(&alice, &room, "thread A").await;
     let root_b = s.send_ok(&bob, &room, "thread B").await;
     let reply = |root: &str, body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": { "event_id": root } } });
@@ -159,7 +148,7 @@ async fn threads_summaries_and_the_threads_list() {
 
 #[tokio::test]
 async fn relations_filtering_pagination_and_recursion() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let target = s.send_ok(&alice, &room, "react to me").await;
     for key in ["👍", "🎉", "👍"] {
         let who = if key == "🎉" { &alice } else { &bob };
@@ -239,7 +228,7 @@ async fn relations_filtering_pagination_and_recursion() {
 
 #[tokio::test]
 async fn context_around_an_event() {
-    let (s, alice, _bob, room) = setup().await;
+    let (s, alice, _bob, room) = alice_and_bob_in_a_public_room().await;
     let mut ids = Vec::new();
     for i in 0..10 {
         ids.push(s.send_ok(&alice, &room, &format!("c{i}")).await);
@@ -298,7 +287,7 @@ async fn context_around_an_event() {
 
 #[tokio::test]
 async fn search_finds_visible_messages_by_rank_or_time() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     s.send_ok(&alice, &room, "the quick brown fox").await;
     s.send_ok(&bob, &room, "fox fox fox").await;
     s.send_ok(&bob, &room, "nothing to see").await;
@@ -384,7 +373,7 @@ async fn search_finds_visible_messages_by_rank_or_time() {
 
 #[tokio::test]
 async fn timestamp_to_event_reports_and_summary() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let first = s.send_ok(&alice, &room, "first").await;
     let (_, event) = s
         .get(
@@ -513,7 +502,7 @@ async fn timestamp_to_event_reports_and_summary() {
 
 #[tokio::test]
 async fn upgrading_a_room() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     s.put(
         &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
         Some(&alice.token),
@@ -582,7 +571,7 @@ async fn upgrading_a_room() {
 
 #[tokio::test]
 async fn redactions_sent_as_events_obey_the_same_rules() {
-    let (s, alice, bob, room) = setup().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let alices = s.send_ok(&alice, &room, "mine").await;
     let elsewhere = s
         .create_room(&alice, json!({ "preset": "private_chat" }))
@@ -635,7 +624,7 @@ async fn redactions_sent_as_events_obey_the_same_rules() {
 
 #[tokio::test]
 async fn relations_do_not_reach_into_other_rooms() {
-    let (s, alice, bob, _room) = setup().await;
+    let (s, alice, bob, _room) = alice_and_bob_in_a_public_room().await;
     let private = s
         .create_room(&alice, json!({ "preset": "private_chat" }))
         .await;

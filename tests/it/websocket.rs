@@ -114,20 +114,9 @@ fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
         .collect()
 }
 
-async fn pair() -> (TestServer, Session, Session, String) {
-    let s = TestServer::start().await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
-    (s, alice, bob, room)
-}
-
 #[tokio::test]
 async fn header_auth_then_http_message_arrives_as_sync_frame() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let mut socket = connect(&s, &bob).await;
     send(&mut socket, json!({ "id": "s", "op": "sync" })).await;
     let initial = next_sync(&mut socket).await;
@@ -144,7 +133,7 @@ async fn header_auth_then_http_message_arrives_as_sync_frame() {
 
 #[tokio::test]
 async fn first_frame_auth_works_and_bad_tokens_are_refused() {
-    let (s, _alice, bob, _room) = pair().await;
+    let (s, _alice, bob, _room) = alice_and_bob_in_a_public_room().await;
     let mut socket = connect_by_frame(&s, &bob).await;
     let whoami = call(
         &mut socket,
@@ -192,7 +181,7 @@ async fn first_frame_auth_works_and_bad_tokens_are_refused() {
 
 #[tokio::test]
 async fn requests_over_the_socket_match_http() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let mut socket = connect(&s, &alice).await;
     let mut bob_socket = connect(&s, &bob).await;
     send(&mut bob_socket, json!({ "id": "s", "op": "sync" })).await;
@@ -293,7 +282,7 @@ async fn requests_over_the_socket_match_http() {
 
 #[tokio::test]
 async fn malformed_frames_get_an_error_and_the_socket_stays_up() {
-    let (s, _alice, bob, _room) = pair().await;
+    let (s, _alice, bob, _room) = alice_and_bob_in_a_public_room().await;
     let mut socket = connect(&s, &bob).await;
     for bad in [
         "not json",
@@ -335,7 +324,7 @@ async fn malformed_frames_get_an_error_and_the_socket_stays_up() {
 
 #[tokio::test]
 async fn reconnecting_with_the_last_ack_loses_and_repeats_nothing() {
-    let (s, alice, bob, room) = pair().await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let mut socket = connect(&s, &bob).await;
     send(&mut socket, json!({ "id": "s", "op": "sync" })).await;
     let mut acked = next_sync(&mut socket).await["next_batch"]
