@@ -36,6 +36,7 @@ use crate::{
     Services,
     auth::Identity,
     error::Error,
+    storage::{Key, USERIDDEVICEID_DEVICE},
     sync::{SyncFilter, SyncRequest},
 };
 
@@ -430,8 +431,9 @@ impl Connection {
         let mut since = frame.since;
         Some(tokio::spawn(async move {
             loop {
-                // A logged-out device's socket stops getting updates at once.
-                if let Err(e) = s.auth.sessions.authenticate(&token, &peer.ip) {
+                // Registered before the check so that a logout in between still wakes it.
+                let mut device_changed = watch_device(&s, &identity);
+                if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
                     out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
                     return;
                 }
@@ -448,7 +450,23 @@ impl Connection {
                     use_state_after: false,
                     since_acknowledges: false,
                 };
-                match crate::sync::sync(&s, &identity, request).await {
+                let sync = crate::sync::sync(&s, &identity, request);
+                tokio::pin!(sync);
+                // A logout (the device record deleted) ends the socket at once
+                // rather than when the wait ends.
+                let result = loop {
+                    tokio::select! {
+                        result = &mut sync => break result,
+                        _ = device_changed.changed() => {
+                            device_changed = watch_device(&s, &identity);
+                            if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
+                                out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                                return;
+                            }
+                        }
+                    }
+                };
+                match result {
                     Ok(response) => {
                         let next = response.next_batch().to_owned();
                         if since.is_none() || !response.is_empty() {
@@ -520,4 +538,26 @@ fn envelope(id: &Option<Value>, fields: &str, body: &str) -> String {
         .as_ref()
         .map_or_else(|| "null".to_owned(), Value::to_string);
     format!("{{\"id\":{id},{fields}:{body}}}")
+}
+
+/// Wakes on any write to the socket's device record (a logout deletes it).
+fn watch_device(s: &Services, identity: &Identity) -> crate::storage::Watch {
+    let key = (identity.user_id.clone(), identity.device_id.clone()).encode();
+    s.db.watch(USERIDDEVICEID_DEVICE, key)
+}
+
+/// The socket's token still works and its device still exists (a logout
+/// deletes the device before the in-memory session is dropped).
+fn still_signed_in(s: &Services, identity: &Identity, token: &str, ip: &str) -> Result<(), Error> {
+    s.auth.sessions.authenticate(token, ip)?;
+    if s.users
+        .device(&identity.user_id, &identity.device_id)?
+        .is_none()
+    {
+        return Err(Error::unknown_token(
+            false,
+            "The device has been logged out",
+        ));
+    }
+    Ok(())
 }

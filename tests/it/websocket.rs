@@ -496,3 +496,21 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_clients() {
         "{devices}"
     );
 }
+
+#[tokio::test]
+async fn logging_out_closes_a_subscribed_socket_at_once() {
+    let (s, _alice, bob, _room) = alice_and_bob_in_a_public_room().await;
+    let mut socket = connect(&s, &bob).await;
+    send(&mut socket, json!({ "id": "s", "op": "sync" })).await;
+    next_sync(&mut socket).await;
+    let (status, _) = s
+        .post("/_matrix/client/v3/logout", Some(&bob.token), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // Well before the subscription's 30 s wait would end by itself.
+    let started = std::time::Instant::now();
+    let (code, reason) = close_of(&mut socket).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("M_UNKNOWN_TOKEN"), "{reason}");
+}
