@@ -46,6 +46,12 @@ pub struct EventDraft {
     pub txn: Option<(String, String)>,
 }
 
+/// A transaction id is unique per device and request path, as clients expect:
+/// the same id in another room or for another event type is another send.
+fn txn_scope(room: &RoomId, kind: &TimelineEventType, txn: &str) -> String {
+    format!("{room}\u{1f}{kind}\u{1f}{txn}")
+}
+
 impl EventDraft {
     pub fn new(kind: impl Into<TimelineEventType>, content: Value) -> Self {
         Self {
@@ -100,7 +106,8 @@ impl Rooms {
         let _guard = handle.lock.lock().await;
         // A retried send returns the event it created the first time.
         if let Some((device, txn)) = &draft.txn
-            && let Some(existing) = self.event_for_txn(sender, device, txn)?
+            && let Some(existing) =
+                self.event_for_txn(sender, device, &txn_scope(room, &draft.kind, txn))?
         {
             return Ok(existing);
         }
@@ -391,7 +398,8 @@ impl Rooms {
             &short,
         );
         if let Some((device, txn)) = &draft.txn {
-            let key = (pdu.sender().to_owned(), device.as_str().into(), txn.clone());
+            let scoped = txn_scope(room, &draft.kind, txn);
+            let key = (pdu.sender().to_owned(), device.as_str().into(), scoped);
             batch.put(
                 USERIDDEVICETXN_EVENTID,
                 &key,

@@ -386,8 +386,28 @@ async fn sends_are_idempotent_per_transaction() {
     assert_eq!(bodies[0]["unsigned"]["transaction_id"], "txn-1");
     // Another device of the same user has its own transaction ids.
     let other = s.login_ok("alice").await;
-    let (_, third) = s.put(&path, Some(&other.token), content).await;
+    let (_, third) = s.put(&path, Some(&other.token), content.clone()).await;
     assert_ne!(third["event_id"], first["event_id"]);
+    // The same id in another room, or for another event type, is another send.
+    let elsewhere = s.create_room(&alice, json!({})).await;
+    let (status, fourth) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{elsewhere}/send/m.room.message/txn-1"),
+            Some(&alice.token),
+            content,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(fourth["event_id"], first["event_id"]);
+    let (status, fifth) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.reaction/txn-1"),
+            Some(&alice.token),
+            json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": first["event_id"], "key": "👍" } }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(fifth["event_id"], first["event_id"]);
 }
 
 #[tokio::test]
