@@ -45,6 +45,9 @@ pub struct Presence {
     db: Engine,
     config: PresenceConfig,
     records: Mutex<HashMap<OwnedUserId, PresenceRecord>>,
+    /// Held from reading a record to writing it back, so that a sweep, a
+    /// sync and an explicit status change never overwrite each other.
+    updates: Mutex<()>,
 }
 
 pub fn is_valid_state(state: &str) -> bool {
@@ -64,6 +67,7 @@ impl Presence {
         Ok(Arc::new(Self {
             db,
             config,
+            updates: Mutex::new(()),
             records: Mutex::new(records),
         }))
     }
@@ -119,6 +123,7 @@ impl Presence {
                 "'{state}' is not a presence state"
             )));
         }
+        let _update = self.updates.lock();
         let now = now_ms();
         let mut record = self.record(user)?.unwrap_or_else(|| blank(now));
         record.state = state.to_owned();
@@ -139,6 +144,7 @@ impl Presence {
         } else {
             "online"
         };
+        let _update = self.updates.lock();
         let now = now_ms();
         let existing = self.record(user)?;
         let mut record = existing.clone().unwrap_or_else(|| blank(now));
@@ -222,15 +228,21 @@ impl Presence {
     /// Publishes idle and offline transitions that happened with time.
     fn sweep(&self) -> Result<()> {
         let now = now_ms();
-        let due: Vec<(OwnedUserId, PresenceRecord)> = self
+        let due: Vec<OwnedUserId> = self
             .records
             .lock()
             .iter()
             .filter(|(_, r)| self.shown(r, now) != r.shown)
-            .map(|(u, r)| (u.clone(), r.clone()))
+            .map(|(u, _)| u.clone())
             .collect();
-        for (user, record) in due {
-            self.publish(&user, record, false)?;
+        for user in due {
+            // Re-read under the lock: a sync or a status change may have come since.
+            let _update = self.updates.lock();
+            if let Some(record) = self.record(&user)?
+                && self.shown(&record, now_ms()) != record.shown
+            {
+                self.publish(&user, record, false)?;
+            }
         }
         Ok(())
     }
