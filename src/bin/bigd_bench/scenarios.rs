@@ -481,6 +481,52 @@ impl Received {
     }
 }
 
+/// The content of fanout message `seq` of `run`, stamped with its send time.
+pub fn tagged_message(run: &str, seq: u64) -> Value {
+    json!({
+        "msgtype": "m.text",
+        "body": format!("fanout {run} {seq}"),
+        "ai.iambig.bench": { "run": run, "seq": seq, "sent_us": epoch_micros() },
+    })
+}
+
+/// Waits up to `grace` seconds for `expected` deliveries in all.
+pub async fn await_deliveries(total: &AtomicU64, expected: u64, grace: u64) {
+    let deadline = Instant::now() + Duration::from_secs(grace);
+    while total.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What all receivers of a fanout saw, summed.
+#[derive(Default)]
+pub struct Delivered {
+    pub latency: Latencies,
+    pub received: u64,
+    pub duplicates: u64,
+    pub limited: u64,
+    pub requests: u64,
+    pub errors: Errors,
+}
+
+pub async fn collect_receivers(
+    tasks: Vec<tokio::task::JoinHandle<Received>>,
+) -> Result<Delivered, String> {
+    let mut all = Delivered::default();
+    for task in tasks {
+        let got = task
+            .await
+            .map_err(|e| format!("a receiver task died: {e}"))?;
+        all.received += got.seen.len() as u64;
+        all.duplicates += got.duplicates;
+        all.limited += got.limited;
+        all.requests += got.requests;
+        all.latency.extend(got.latency);
+        all.errors.merge(got.errors);
+    }
+    Ok(all)
+}
+
 /// A long-poll loop until `stop` turns true.
 async fn receive(
     client: Client,
@@ -567,12 +613,7 @@ pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace:
     let mut errors = Errors::default();
     for seq in 0..to_send {
         ticks.tick().await;
-        let sent_us = epoch_micros();
-        let content = json!({
-            "msgtype": "m.text",
-            "body": format!("fanout {run} {seq}"),
-            "ai.iambig.bench": { "run": run, "seq": seq, "sent_us": sent_us },
-        });
+        let content = tagged_message(&run, seq);
         let t = Instant::now();
         match sender.send(&room, &format!("fanout-{seq}"), &content).await {
             Ok(_) => send_latency.push(t.elapsed()),
@@ -581,26 +622,14 @@ pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace:
     }
     let sending = phase.elapsed();
     let expected = send_latency.len() as u64 * receivers as u64;
-    let deadline = Instant::now() + Duration::from_secs(grace);
-    while total.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_deliveries(&total, expected, grace).await;
     let done = phase.end(rss);
     let _ = stop_tx.send(true);
 
-    let mut latency = Latencies::default();
-    let (mut duplicates, mut limited, mut requests, mut received) = (0, 0, 0, 0u64);
-    for task in tasks {
-        let got = task
-            .await
-            .map_err(|e| format!("a receiver task died: {e}"))?;
-        received += got.seen.len() as u64;
-        duplicates += got.duplicates;
-        limited += got.limited;
-        requests += got.requests;
-        latency.extend(got.latency);
-        errors.merge(got.errors);
-    }
+    let got = collect_receivers(tasks).await?;
+    errors.merge(got.errors);
+    let (latency, received) = (got.latency, got.received);
+    let (duplicates, limited, requests) = (got.duplicates, got.limited, got.requests);
     let sent = send_latency.len() as u64;
     Ok(Report {
         params: json!({ "receivers": receivers, "rate": rate, "seconds": seconds, "grace_seconds": grace }),

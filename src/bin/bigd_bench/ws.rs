@@ -16,7 +16,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::client::{Client, ReqError, SyncResponse};
 use super::scenarios::{
-    Ctx, FANOUT_FILTER, Outcome, Received, Report, epoch_micros, fanout, per_second,
+    Ctx, FANOUT_FILTER, Outcome, Received, Report, await_deliveries, collect_receivers,
+    epoch_micros, fanout, per_second, tagged_message,
 };
 use super::stats::{Errors, Latencies, Phase, round3};
 
@@ -228,12 +229,7 @@ async fn fanout_over_sockets(
     let mut errors = Errors::default();
     for seq in 0..to_send {
         ticks.tick().await;
-        let sent_us = epoch_micros();
-        let content = json!({
-            "msgtype": "m.text",
-            "body": format!("ws-fanout {run} {seq}"),
-            "ai.iambig.bench": { "run": run, "seq": seq, "sent_us": sent_us },
-        });
+        let content = tagged_message(&run, seq);
         let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/ws-fanout-{seq}");
         let t = Instant::now();
         match send_message(&mut sender_socket, &seq.to_string(), &path, &content).await {
@@ -243,26 +239,15 @@ async fn fanout_over_sockets(
     }
     let sending = phase.elapsed();
     let expected = send_latency.len() as u64 * receivers as u64;
-    let deadline = Instant::now() + Duration::from_secs(grace);
-    while total.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_deliveries(&total, expected, grace).await;
     let done = phase.end(rss);
     let _ = stop_tx.send(true);
     let _ = sender_socket.close(None).await;
 
-    let mut latency = Latencies::default();
-    let (mut duplicates, mut frames, mut received) = (0, 0, 0u64);
-    for task in tasks {
-        let got = task
-            .await
-            .map_err(|e| format!("a receiver task died: {e}"))?;
-        received += got.seen.len() as u64;
-        duplicates += got.duplicates;
-        frames += got.requests;
-        latency.extend(got.latency);
-        errors.merge(got.errors);
-    }
+    let got = collect_receivers(tasks).await?;
+    errors.merge(got.errors);
+    let (latency, received) = (got.latency, got.received);
+    let (duplicates, frames) = (got.duplicates, got.requests);
     let sent = send_latency.len() as u64;
     Ok(Report {
         params: json!({ "receivers": receivers, "rate": rate, "seconds": seconds, "grace_seconds": grace }),
