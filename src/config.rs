@@ -34,6 +34,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub presence: PresenceConfig,
     pub websocket: WebSocketConfig,
+    pub push: PushConfig,
+    pub outbox: OutboxConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +140,55 @@ impl Default for WebSocketConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Send notifications to the users' pushers (push gateways). Counts and
+    /// `/notifications` work either way.
+    pub enabled: bool,
+    /// How long one request to a push gateway may take.
+    pub gateway_timeout_ms: u64,
+    /// A notification still undelivered after this long (a gateway down for
+    /// hours) is dropped instead of ringing a phone about old news.
+    pub max_notification_age_ms: u64,
+    /// How long `GET /notifications` keeps a notification.
+    pub notification_retention_ms: u64,
+    /// The badge (`counts.unread`) counts rooms with unread notifications
+    /// (true, as Synapse does) or the notifications themselves (false).
+    pub group_unread_count_by_room: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gateway_timeout_ms: 10_000,
+            max_notification_age_ms: 24 * 3600 * 1000,
+            notification_retention_ms: 30 * 24 * 3600 * 1000,
+            group_unread_count_by_room: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// First wait before retrying a destination that failed; doubles (with
+    /// jitter) on each further failure.
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries.
+    pub retry_max_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            retry_initial_ms: 1_000,
+            retry_max_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -161,6 +212,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             presence: PresenceConfig::default(),
             websocket: WebSocketConfig::default(),
+            push: PushConfig::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -291,6 +344,18 @@ impl Config {
             return err(
                 "auth.uia_session_lifetime_ms",
                 "must be at least 10000 (10 s)",
+            );
+        }
+        if self.push.gateway_timeout_ms < 100 {
+            return err("push.gateway_timeout_ms", "must be at least 100");
+        }
+        if self.outbox.retry_initial_ms < 10 {
+            return err("outbox.retry_initial_ms", "must be at least 10");
+        }
+        if self.outbox.retry_max_ms < self.outbox.retry_initial_ms {
+            return err(
+                "outbox.retry_max_ms",
+                "must be at least outbox.retry_initial_ms",
             );
         }
         if self.presence.idle_timeout_ms < 1000 {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
+pub mod outbox;
 pub mod push;
 pub mod rooms;
 pub mod storage;
@@ -42,6 +43,8 @@ pub struct Services {
     pub receipts: ephemeral::receipts::Receipts,
     pub presence: Arc<ephemeral::presence::Presence>,
     pub notifications: push::Notifications,
+    pub push: Arc<push::Push>,
+    pub outbox: Arc<outbox::Outbox>,
     /// The router, for requests that arrive as WebSocket frames. Set while
     /// serving; cleared at shutdown (the router holds the services).
     pub dispatcher: parking_lot::Mutex<Option<axum::Router>>,
@@ -63,7 +66,19 @@ impl Services {
             &config.data_dir.join("keys"),
             &config.server_name,
         )?);
-        let rooms = rooms::Rooms::new(db.clone(), config.server_name.clone(), signing_key.clone());
+        let outbox = outbox::Outbox::new(db.clone(), config.outbox.clone());
+        let push = Arc::new(push::Push::new(
+            db.clone(),
+            users.clone(),
+            outbox.clone(),
+            config.push.enabled,
+        ));
+        let rooms = rooms::Rooms::new(
+            db.clone(),
+            config.server_name.clone(),
+            signing_key.clone(),
+            push.clone(),
+        );
         let (stopping, _) = watch::channel(false);
         let to_device = ephemeral::to_device::ToDevice::new(db.clone(), users.clone());
         let typing = ephemeral::typing::Typing::new(db.clone());
@@ -81,10 +96,42 @@ impl Services {
             typing,
             receipts,
             presence,
-            notifications: push::Notifications::new(db_for_push),
+            notifications: push::Notifications::new(db_for_push, push.clone()),
+            push,
+            outbox,
             dispatcher: parking_lot::Mutex::new(None),
             stopping,
         }))
+    }
+}
+
+impl Services {
+    /// Starts what works in the background while serving: outbox delivery
+    /// and the pruning of old notifications.
+    fn start_background(self: &Arc<Self>) -> Result<()> {
+        let gateway = Arc::new(push::gateway::Gateway::new(self)?);
+        self.outbox.start(outbox::Kind::Pusher, gateway)?;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let hour = Duration::from_secs(3600);
+            let first = tokio::time::Instant::now() + Duration::from_secs(60);
+            let mut every = tokio::time::interval_at(first, hour);
+            loop {
+                every.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                if *s.stopping.borrow() {
+                    return;
+                }
+                let retention = s.config.push.notification_retention_ms;
+                match tokio::task::spawn_blocking(move || s.push.prune_log(retention)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "old notifications pruned"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune old notifications"),
+                    Err(e) => tracing::warn!(error = %e, "notification pruning failed"),
+                }
+            }
+        });
+        Ok(())
     }
 }
 
@@ -99,6 +146,7 @@ pub struct Server {
 impl Server {
     /// Binds every listener and starts serving.
     pub async fn start(mut config: Config) -> Result<Self> {
+        util::install_tls_provider();
         config
             .validate()
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -121,6 +169,7 @@ impl Server {
         if services.presence.enabled() {
             services.presence.spawn_sweeper();
         }
+        services.start_background()?;
         let app = api::router(services.clone());
         *services.dispatcher.lock() = Some(app.clone());
         let (shutdown, _) = watch::channel(false);
@@ -183,6 +232,7 @@ impl Server {
         // Long-polls waiting for news answer now instead of holding the shutdown.
         self.services.stopping.send_replace(true);
         self.services.dispatcher.lock().take();
+        self.services.outbox.stop().await;
         let drained = tokio::time::timeout(Duration::from_secs(10), async {
             while self.tasks.join_next().await.is_some() {}
         })

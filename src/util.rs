@@ -69,6 +69,13 @@ pub fn write_private_file(path: &std::path::Path, contents: &[u8]) -> crate::err
     std::fs::rename(&tmp, path).map_err(fail)
 }
 
+/// Makes ring the TLS provider of outgoing HTTPS (reqwest over rustls, kept
+/// free of a second C crypto library). Call before building an HTTP client;
+/// calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -322,6 +322,7 @@ impl Auth {
         let forgotten = self.sessions.stage_logout_all(&mut batch, user, None)?;
         self.users.delete_all_account_data(&mut batch, user)?;
         crate::push::Notifications::stage_delete_user(&mut batch, user)?;
+        crate::push::pushers::Pushers::stage_delete_user(self.users.db(), &mut batch, user)?;
         self.users.delete_private_data(&mut batch, user)?;
         self.sessions.commit_logout(batch, forgotten)?;
         tracing::info!(%user, "account deactivated");

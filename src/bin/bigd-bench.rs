@@ -295,6 +295,7 @@ fn context(cli: &Cli) -> Result<Ctx, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    bigd::util::install_tls_provider();
     let cli = Cli::parse();
     let scenario = cli.scenario.name();
     let ctx = match context(&cli) {

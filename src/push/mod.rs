@@ -1,29 +1,45 @@
-//! Push: which events notify whom, and the unread counts built from that.
+//! Push: which events notify whom, the unread counts built from that, and
+//! the notifications sent to the users' pushers.
 //!
 //! When an event is written, every joined local member but the sender gets the
-//! event evaluated with the push rule engine (ruma's, with the spec's default
-//! rules); a notifying event is recorded for that user in the event's own batch.
-//! A read receipt deletes what it covers, so the counts are what is left.
-//! (User-defined rules, `/notifications` and pushers build on this.)
+//! event evaluated against their push rules (ruma's engine; `rules`). A
+//! notifying event is recorded for that user in the event's own batch: a row
+//! counted until a read receipt passes it, a row in the user's notification
+//! log (`GET /notifications`), and an outbox item for each of the user's
+//! pushers (`pushers`), which `gateway` delivers. A read receipt deletes what
+//! it covers, so the counts are what is left, and queues a badge update.
 
-use std::{collections::BTreeMap, num::NonZeroUsize};
+pub mod gateway;
+pub mod pushers;
+pub mod rules;
+
+use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
 use ruma::{
-    OwnedEventId, OwnedUserId, UInt, UserId,
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     events::AnySyncTimelineEvent,
-    push::{PushConditionRoomCtx, Ruleset},
+    push::{Action, PushConditionRoomCtx},
     serde::Raw,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::{
     error::Result,
+    outbox::{Destination, Outbox},
     rooms::{Pdu, Rooms},
-    storage::{Batch, Engine, Key, Raw as Bytes, USERIDSHORTROOMIDCOUNT_NOTIFY, prefix},
+    storage::{
+        Batch, Engine, Key, Raw as Bytes, USERIDCOUNT_PUSHLOG, USERIDSHORTROOMIDCOUNT_NOTIFY,
+        prefix,
+    },
+    users::Users,
+    util::now_ms,
 };
+
+use self::{pushers::Pushers, rules::PushRules};
 
 /// One user to notify about one event.
 #[derive(Debug, Clone)]
@@ -32,6 +48,36 @@ pub struct Notify {
     pub highlight: bool,
     /// The thread root, for events in a thread.
     pub thread: Option<OwnedEventId>,
+    /// What the user's rules said to do.
+    pub actions: Vec<Action>,
+    /// The user's pushers to send it to.
+    pub pushers: Vec<Destination>,
+}
+
+/// What a pusher's outbox item asks the gateway courier to send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PushItem {
+    /// A notifying event.
+    Event {
+        event_id: OwnedEventId,
+        room_id: OwnedRoomId,
+        short_room: u64,
+        count: u64,
+        actions: Vec<Action>,
+    },
+    /// The unread counts changed by reading: the badge is updated.
+    Badge,
+}
+
+/// One entry of a user's notification log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LoggedNotification {
+    room_id: OwnedRoomId,
+    short_room: u64,
+    event_id: OwnedEventId,
+    actions: Vec<Action>,
+    ts: u64,
 }
 
 /// Unread counts of a user in a room.
@@ -43,38 +89,223 @@ pub struct UnreadCounts {
     pub threads: BTreeMap<String, (u64, u64)>,
 }
 
-/// Which members to notify about a new event of `room`, per the push rules.
-pub async fn evaluate(rooms: &Rooms, room: &ruma::RoomId, pdu: &Pdu) -> Result<Vec<Notify>> {
-    let members = rooms.joined_local_members(room)?;
-    if members.len() <= 1 {
-        return Ok(Vec::new());
-    }
-    let json = pdu.to_client_json(&Map::new())?;
-    let event: Raw<AnySyncTimelineEvent> =
-        Raw::from_json(serde_json::value::RawValue::from_string(json)?);
-    let power_levels = rooms.power_levels(room)?;
-    let thread = crate::rooms::thread_root_of(pdu);
-    let member_count = UInt::new_saturating(members.len() as u64);
-    let mut notify = Vec::new();
-    for (user, display_name) in members {
-        if user == pdu.sender() {
-            continue;
+/// A page of `GET /notifications`.
+#[derive(Debug)]
+pub struct NotificationPage {
+    pub notifications: Vec<Value>,
+    pub next_token: Option<String>,
+}
+
+/// Push rules, pushers and the outbox that carries notifications to them.
+#[derive(Debug)]
+pub struct Push {
+    db: Engine,
+    pub rules: PushRules,
+    pub pushers: Pushers,
+    pub outbox: Arc<Outbox>,
+    /// `push.enabled`: whether notifications are queued for pushers.
+    deliver: bool,
+}
+
+impl Push {
+    pub fn new(db: Engine, users: Users, outbox: Arc<Outbox>, deliver: bool) -> Self {
+        Self {
+            rules: PushRules::new(users),
+            pushers: Pushers::new(db.clone()),
+            db,
+            outbox,
+            deliver,
         }
-        let ruleset = Ruleset::server_default(&user);
-        let ctx =
-            PushConditionRoomCtx::new(room.to_owned(), member_count, user.clone(), display_name)
-                .with_power_levels(power_levels.clone().into());
-        let actions = ruleset.get_actions(&event, &ctx).await;
-        if actions.iter().any(|a| a.should_notify()) {
+    }
+
+    /// Which members to notify about a new event of `room`, per their push rules.
+    pub async fn evaluate(&self, rooms: &Rooms, room: &RoomId, pdu: &Pdu) -> Result<Vec<Notify>> {
+        let members = rooms.joined_local_members(room)?;
+        if members.len() <= 1 {
+            return Ok(Vec::new());
+        }
+        let json = pdu.to_client_json(&Map::new())?;
+        let event: Raw<AnySyncTimelineEvent> =
+            Raw::from_json(serde_json::value::RawValue::from_string(json)?);
+        let power_levels = rooms.power_levels(room)?;
+        let thread = crate::rooms::thread_root_of(pdu);
+        let member_count = UInt::new_saturating(members.len() as u64);
+        let mut notify = Vec::new();
+        for (user, display_name) in members {
+            if user == pdu.sender() {
+                continue;
+            }
+            let ruleset = self.rules.get(&user)?;
+            let ctx = PushConditionRoomCtx::new(
+                room.to_owned(),
+                member_count,
+                user.clone(),
+                display_name,
+            )
+            .with_power_levels(power_levels.clone().into());
+            let actions = ruleset.get_actions(&event, &ctx).await;
+            if !actions.iter().any(|a| a.should_notify()) {
+                continue;
+            }
             let highlight = actions.iter().any(|a| a.is_highlight());
+            let pushers = if self.deliver {
+                self.pushers.destinations(&user)?
+            } else {
+                Vec::new()
+            };
             notify.push(Notify {
                 user,
                 highlight,
                 thread: thread.clone(),
+                actions: actions.to_vec(),
+                pushers,
             });
         }
+        Ok(notify)
     }
-    Ok(notify)
+
+    /// Records notifications in the event's batch: the unread rows, the
+    /// notification log and the pushers' outbox items.
+    pub fn stage(
+        &self,
+        batch: &mut Batch,
+        room: &RoomId,
+        short_room: u64,
+        count: u64,
+        event: &OwnedEventId,
+        notify: &[Notify],
+    ) -> Result<()> {
+        let ts = now_ms();
+        for n in notify {
+            let record = json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread });
+            batch.put(
+                USERIDSHORTROOMIDCOUNT_NOTIFY,
+                &(n.user.clone(), short_room, count),
+                &Bytes(serde_json::to_vec(&record)?),
+            );
+            let logged = LoggedNotification {
+                room_id: room.to_owned(),
+                short_room,
+                event_id: event.clone(),
+                actions: n.actions.clone(),
+                ts,
+            };
+            batch.put(
+                USERIDCOUNT_PUSHLOG,
+                &(n.user.clone(), count),
+                &Bytes(serde_json::to_vec(&logged)?),
+            );
+            let item = PushItem::Event {
+                event_id: event.clone(),
+                room_id: room.to_owned(),
+                short_room,
+                count,
+                actions: n.actions.clone(),
+            };
+            for to in &n.pushers {
+                self.outbox.stage(batch, to, &item)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a badge update for each of the user's pushers in `batch`.
+    fn stage_badge(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
+        if !self.deliver {
+            return Ok(());
+        }
+        for to in self.pushers.destinations(user)? {
+            self.outbox.stage(batch, &to, &PushItem::Badge)?;
+        }
+        Ok(())
+    }
+
+    /// `GET /notifications`: newest first, from before `from` (a token this
+    /// returned), at most `limit`, optionally only the highlighted ones.
+    pub fn notifications(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        from: Option<&str>,
+        limit: usize,
+        only_highlight: bool,
+    ) -> Result<NotificationPage> {
+        let before = match from {
+            Some(token) => token.parse::<u64>().map_err(|_| {
+                crate::error::Error::invalid_param(format!("Invalid from token {token:?}"))
+            })?,
+            None => u64::MAX,
+        };
+        let p = prefix(&(user.to_owned(),));
+        // Backward iteration starts below `start`.
+        let start = (user.to_owned(), before).encode();
+        let mut notifications = Vec::new();
+        let mut last = None;
+        for row in self.db.iter(USERIDCOUNT_PUSHLOG, &p, &start, false) {
+            let ((_, count), Bytes(bytes)) = row?;
+            if count >= before {
+                continue;
+            }
+            if notifications.len() == limit {
+                break;
+            }
+            last = Some(count);
+            let Ok(logged) = serde_json::from_slice::<LoggedNotification>(&bytes) else {
+                continue;
+            };
+            if only_highlight && !logged.actions.iter().any(|a| a.is_highlight()) {
+                continue;
+            }
+            let Some(short) = rooms.short_event_id(&logged.event_id)? else {
+                continue;
+            };
+            let (Some(pdu), Some(meta)) = (rooms.pdu(short)?, rooms.event_meta(short)?) else {
+                continue;
+            };
+            let event = rooms.client_event_json(&pdu, &meta, None)?;
+            let read = !self.db.contains(
+                USERIDSHORTROOMIDCOUNT_NOTIFY,
+                &(user.to_owned(), logged.short_room, count),
+            )?;
+            notifications.push(json!({
+                "actions": logged.actions,
+                "event": serde_json::from_str::<Value>(&event)?,
+                "profile_tag": null,
+                "read": read,
+                "room_id": logged.room_id,
+                "ts": logged.ts,
+            }));
+        }
+        let next_token = match last {
+            Some(count) if notifications.len() == limit => Some(count.to_string()),
+            _ => None,
+        };
+        Ok(NotificationPage {
+            notifications,
+            next_token,
+        })
+    }
+
+    /// Deletes notification log entries older than `retention_ms`.
+    pub fn prune_log(&self, retention_ms: u64) -> Result<usize> {
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let mut batch = self.db.batch();
+        let mut pruned = 0;
+        for row in self.db.iter(USERIDCOUNT_PUSHLOG, &[], &[], true) {
+            let (key, Bytes(bytes)) = row?;
+            let old = serde_json::from_slice::<LoggedNotification>(&bytes)
+                .map_or(true, |n| n.ts < cutoff);
+            if old {
+                batch.delete(USERIDCOUNT_PUSHLOG, &key);
+                pruned += 1;
+            }
+            if pruned > 0 && pruned % 10_000 == 0 {
+                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+            }
+        }
+        batch.commit()?;
+        Ok(pruned)
+    }
 }
 
 /// Users' rooms whose counts are kept in memory.
@@ -99,6 +330,7 @@ struct CountedRow<'a> {
 #[derive(Debug)]
 pub struct Notifications {
     db: Engine,
+    push: Arc<Push>,
     /// Counts per (user, room), advanced by reading only rows newer than what
     /// they cover: every sync of every room asks for counts, and a room with
     /// many unread events would otherwise be rescanned each time.
@@ -106,31 +338,13 @@ pub struct Notifications {
 }
 
 impl Notifications {
-    pub fn new(db: Engine) -> Self {
+    pub fn new(db: Engine, push: Arc<Push>) -> Self {
         let capacity = NonZeroUsize::new(COUNTS_CACHE).unwrap_or(NonZeroUsize::MIN);
         Self {
             db,
+            push,
             cache: Mutex::new(LruCache::new(capacity)),
         }
-    }
-
-    /// Records notifications in the event's batch.
-    pub fn stage(
-        batch: &mut Batch,
-        short_room: u64,
-        count: u64,
-        event: &OwnedEventId,
-        notify: &[Notify],
-    ) -> Result<()> {
-        for n in notify {
-            let record = json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread });
-            batch.put(
-                USERIDSHORTROOMIDCOUNT_NOTIFY,
-                &(n.user.clone(), short_room, count),
-                &Bytes(serde_json::to_vec(&record)?),
-            );
-        }
-        Ok(())
     }
 
     /// A read receipt at `upto`: clears the notifications it covers. `thread`:
@@ -169,6 +383,7 @@ impl Notifications {
             }
         }
         if !batch.is_empty() {
+            self.push.stage_badge(&mut batch, user)?;
             batch.commit()?;
             cache.pop(&(user.to_owned(), short_room));
         }
@@ -231,6 +446,31 @@ impl Notifications {
 
     /// Deletes a user's notifications everywhere (account deactivation).
     pub fn stage_delete_user(batch: &mut Batch, user: &UserId) -> Result<()> {
-        batch.delete_prefix(USERIDSHORTROOMIDCOUNT_NOTIFY, &prefix(&(user.to_owned(),)))
+        let p = prefix(&(user.to_owned(),));
+        batch.delete_prefix(USERIDSHORTROOMIDCOUNT_NOTIFY, &p)?;
+        batch.delete_prefix(USERIDCOUNT_PUSHLOG, &p)
+    }
+
+    /// The badge a push gateway shows: rooms with unread notifications, or
+    /// the notifications themselves (`push.group_unread_count_by_room`).
+    pub fn badge(&self, rooms: &Rooms, user: &UserId, by_room: bool) -> Result<u64> {
+        let mut badge = 0;
+        for room in rooms.joined_rooms(user)? {
+            let Some(meta) = rooms.meta(&room)? else {
+                continue;
+            };
+            let counts = self.counts(user, meta.short)?;
+            let total = counts.notifications + counts.threads.values().map(|t| t.0).sum::<u64>();
+            badge += if by_room { u64::from(total > 0) } else { total };
+        }
+        Ok(badge)
+    }
+
+    /// Whether the user's notification for the event at `count` is still unread.
+    pub fn is_unread(&self, user: &UserId, short_room: u64, count: u64) -> Result<bool> {
+        self.db.contains(
+            USERIDSHORTROOMIDCOUNT_NOTIFY,
+            &(user.to_owned(), short_room, count),
+        )
     }
 }

@@ -122,7 +122,7 @@ impl Rooms {
         }
         let event_id = pdu.event_id.clone();
         let leaves = vec![event_id.clone()];
-        let notify = crate::push::evaluate(self, room, &pdu).await?;
+        let notify = self.push.evaluate(self, room, &pdu).await?;
         let (before, current) = (StateBefore::Current, CurrentAfter::ThisEvent);
         self.write(
             room, meta, pdu, obj, &draft, before, leaves, current, &notify,
@@ -391,7 +391,8 @@ impl Rooms {
             cache_metas.push(parent);
         }
         self.stage_search_tokens(&mut batch, meta.short, &pdu, short, count);
-        crate::push::Notifications::stage(&mut batch, meta.short, count, &pdu.event_id, notify)?;
+        self.push
+            .stage(&mut batch, room, meta.short, count, &pdu.event_id, notify)?;
         batch.put(
             SHORTROOMIDTSCOUNT_SHORTEVENTID,
             &(meta.short, pdu.origin_server_ts(), count),

@@ -159,6 +159,20 @@ impl Rooms {
         self.state.load(self.require_meta(room)?.current_state)
     }
 
+    /// The content of the current state event (kind, key) of a room, if any.
+    pub fn current_state_content(
+        &self,
+        room: &RoomId,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let state = self.current_state(room)?;
+        match self.state_event(&state, kind, key)? {
+            Some(pdu) => Ok(Some(pdu.content_value())),
+            None => Ok(None),
+        }
+    }
+
     /// State events in `to` that differ from `from`, as stored events.
     pub fn state_delta(&self, from: &StateMap, to: &StateMap) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::new();

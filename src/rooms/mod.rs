@@ -142,6 +142,8 @@ pub struct Rooms {
     state: state::StateStore,
     /// Serialises alias creation and removal (check, then write).
     alias_lock: Mutex<()>,
+    /// Who gets notified of new events, and how.
+    push: Arc<crate::push::Push>,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -151,7 +153,12 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
-    pub fn new(db: Engine, server_name: OwnedServerName, key: Arc<SigningKey>) -> Self {
+    pub fn new(
+        db: Engine,
+        server_name: OwnedServerName,
+        key: Arc<SigningKey>,
+        push: Arc<crate::push::Push>,
+    ) -> Self {
         Self {
             state: state::StateStore::new(db.clone(), STATE_CACHE),
             timelines: timeline::Timelines::new(db.clone()),
@@ -170,6 +177,7 @@ impl Rooms {
             )),
             short_rooms: Mutex::new(HashMap::new()),
             alias_lock: Mutex::new(()),
+            push,
         }
     }
 

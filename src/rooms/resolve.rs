@@ -290,7 +290,7 @@ impl Rooms {
             ..EventDraft::new(pdu.kind().clone(), serde_json::Value::Null)
         };
         // Local members hear of it like of any event (once room state allows).
-        let notify = crate::push::evaluate(self, room, &pdu).await?;
+        let notify = self.push.evaluate(self, room, &pdu).await?;
         self.write(
             room,
             meta,

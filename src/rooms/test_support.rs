@@ -33,7 +33,10 @@ pub async fn fixture(version: RoomVersionId) -> Fixture {
     let db = Engine::open(&dir.path().join("db")).unwrap();
     let server: &ServerName = "localhost".try_into().unwrap();
     let key = Arc::new(SigningKey::load_or_create(dir.path(), server).unwrap());
-    let rooms = Rooms::new(db, server.to_owned(), key.clone());
+    let users = crate::users::Users::new(db.clone(), server.to_owned());
+    let outbox = crate::outbox::Outbox::new(db.clone(), Default::default());
+    let push = Arc::new(crate::push::Push::new(db.clone(), users, outbox, true));
+    let rooms = Rooms::new(db, server.to_owned(), key.clone(), push);
     let request = CreateRoom {
         version: version.clone(),
         preset: Preset::PublicChat,

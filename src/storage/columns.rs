@@ -117,6 +117,22 @@ pub const COUNT_PRESENCEUSER: Table<u64, Raw> = Table::new("count_presenceuser")
 /// Written with the event; deleted when the user's read receipt passes them.
 pub const USERIDSHORTROOMIDCOUNT_NOTIFY: Table<(OwnedUserId, u64, u64), Raw> =
     Table::new("useridshortroomidcount_notify");
+/// Every notification of a user, for `GET /notifications`: (user, count) ->
+/// {short_room, event_id, actions, ts}. Kept for `push.notification_retention_ms`.
+pub const USERIDCOUNT_PUSHLOG: Table<(OwnedUserId, u64), Raw> = Table::new("useridcount_pushlog");
+/// Pushers: (user, app_id, pushkey) -> the pusher as set, plus its device and time.
+pub const USERIDAPPIDPUSHKEY_PUSHER: Table<(OwnedUserId, String, String), Raw> =
+    Table::new("useridappidpushkey_pusher");
+/// Who has a pusher with an (app_id, pushkey): a pushkey belongs to one user
+/// unless `append` was set.
+pub const APPIDPUSHKEYUSERID_: Table<(String, String, OwnedUserId), ()> =
+    Table::new("appidpushkeyuserid_");
+
+// --- outbox ---
+
+/// The outbox: (destination, seq) -> {queued_at, payload}.
+pub const DESTINATIONSEQ_OUTBOXITEM: Table<(String, u64), Raw> =
+    Table::new("destinationseq_outboxitem");
 
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
@@ -158,4 +174,8 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERID_PRESENCE.name,
     COUNT_PRESENCEUSER.name,
     USERIDSHORTROOMIDCOUNT_NOTIFY.name,
+    USERIDCOUNT_PUSHLOG.name,
+    USERIDAPPIDPUSHKEY_PUSHER.name,
+    APPIDPUSHKEYUSERID_.name,
+    DESTINATIONSEQ_OUTBOXITEM.name,
 ];

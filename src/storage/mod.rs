@@ -267,6 +267,7 @@ impl Engine {
             inner: WriteBatch::default(),
             written: Vec::new(),
             counts: Vec::new(),
+            after_commit: Vec::new(),
         }
     }
 
@@ -342,6 +343,7 @@ pub struct Batch {
     inner: WriteBatch,
     written: Vec<(&'static str, Vec<u8>)>,
     counts: Vec<u64>,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Batch {
@@ -392,6 +394,12 @@ impl Batch {
         self.written.is_empty()
     }
 
+    /// Runs `hook` once this batch has committed (not if it fails): how a
+    /// writer hands work to a task that must not see it before it is durable.
+    pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(hook));
+    }
+
     pub fn commit(mut self) -> Result<()> {
         let inner = std::mem::take(&mut self.inner);
         let result = self.engine.inner.db.write(inner);
@@ -402,6 +410,9 @@ impl Batch {
         };
         self.publish(written);
         result?;
+        for hook in std::mem::take(&mut self.after_commit) {
+            hook();
+        }
         Ok(())
     }
 

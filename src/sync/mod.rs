@@ -23,6 +23,7 @@ use crate::{
     Services,
     auth::Identity,
     error::Result,
+    push::rules::PUSH_RULES,
     rooms::{StoredEvent, TimelineSlice},
     storage::{
         COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT, SHORTROOMIDCOUNT_RECEIPTKEY,
@@ -225,14 +226,27 @@ fn build(
     let mut room_account_data: std::collections::HashMap<OwnedRoomId, Vec<Value>> =
         Default::default();
     let mut global_account_data = Vec::new();
+    let mut push_rules_sent = false;
     for change in s.users.account_data_between(user, after, upto)? {
-        let content: Value = serde_json::from_str(change.content.get())?;
+        let content: Value = if change.room.is_none() && change.kind == PUSH_RULES {
+            // The effective rules: the stored ones merged into the defaults.
+            push_rules_sent = true;
+            s.push.rules.as_account_data(user)?
+        } else {
+            serde_json::from_str(change.content.get())?
+        };
         let event = json!({ "type": change.kind, "content": content });
         match change.room {
             Some(room) => room_account_data.entry(room).or_default().push(event),
             None if req.filter.account_data_allows(&change.kind) => global_account_data.push(event),
             None => {}
         }
+    }
+
+    // Clients learn their push rules from the first sync, stored or not.
+    if after == 0 && !push_rules_sent && req.filter.account_data_allows(PUSH_RULES) {
+        let content = s.push.rules.as_account_data(user)?;
+        global_account_data.push(json!({ "type": PUSH_RULES, "content": content }));
     }
 
     for (room, record) in s.rooms.memberships(user)? {

@@ -66,6 +66,7 @@ impl Users {
         device: &ruma::DeviceId,
     ) -> Result<()> {
         batch.delete(USERIDDEVICEID_DEVICE, &(user.to_owned(), device.to_owned()));
+        crate::push::pushers::Pushers::stage_delete_device(&self.db, batch, user, device)?;
         batch.delete_prefix(
             USERIDDEVICECOUNT_TODEVICE,
             &prefix(&(user.to_owned(), device.to_owned())),

@@ -79,7 +79,10 @@ async fn admin_commands_work_on_the_data_folder() {
     let mut config = test_config(dir.path().to_path_buf());
     config.registration.tokens_required = true;
     let server = bigd::Server::start(config).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = {
+        bigd::util::install_tls_provider();
+        reqwest::Client::new()
+    };
     let base = server.base_url();
     let login = |pw: &str| {
         http.post(format!("{base}/_matrix/client/v3/login"))
@@ -159,6 +162,7 @@ async fn the_binary_serves_on_its_config_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    bigd::util::install_tls_provider();
     let url = format!("http://127.0.0.1:{port}/_matrix/client/versions");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -169,12 +173,19 @@ async fn the_binary_serves_on_its_config_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "bigd did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/_matrix/client/v3/register"))
-        .json(&json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
-        .send()
-        .await
-        .unwrap();
+    let resp = {
+        bigd::util::install_tls_provider();
+        reqwest::Client::new()
+    }
+    .post(format!(
+        "http://127.0.0.1:{port}/_matrix/client/v3/register"
+    ))
+    .json(
+        &json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+    )
+    .send()
+    .await
+    .unwrap();
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["user_id"], "@alice:example.test");
     assert!(dir.path().join("keys/access_token.key").exists());

@@ -43,6 +43,7 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        bigd::util::install_tls_provider();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path().to_path_buf());
         adjust(&mut config);

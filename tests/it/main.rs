@@ -11,6 +11,7 @@ mod ephemeral;
 mod http_layer;
 mod presence;
 mod profile;
+mod push;
 mod rate_limits;
 mod relations;
 mod restart;

@@ -10,6 +10,7 @@ mod filter;
 mod membership;
 mod presence;
 mod profile;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -62,6 +63,19 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(account_data::get_global)
         .ruma(account_data::set_room)
         .ruma(account_data::get_room)
+        // push
+        .ruma(push::all)
+        .ruma(push::global)
+        .ruma(push::get_rule)
+        .ruma(push::set_rule)
+        .ruma(push::delete_rule)
+        .ruma(push::get_enabled)
+        .ruma(push::set_enabled)
+        .ruma(push::get_actions)
+        .ruma(push::set_actions)
+        .ruma(push::pushers)
+        .ruma(push::set_pusher)
+        .ruma(push::notifications)
         // filters
         .ruma(filter::create)
         .ruma(filter::get)

@@ -164,6 +164,7 @@ async fn sync(State(m): State<Mock>, Query(q): Query<HashMap<String, String>>) -
 }
 
 async fn ctx(with_sync: bool) -> Ctx {
+    bigd::util::install_tls_provider();
     let base = start(with_sync).await;
     Ctx {
         anon: Client::anonymous(reqwest::Client::new(), &base, Duration::from_secs(10)),
@@ -260,6 +261,7 @@ async fn initial_sync_scenario_sees_every_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_failure_is_an_error_not_a_panic() {
+    bigd::util::install_tls_provider();
     // Nothing listens on this port (bound, then closed).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
