@@ -11,6 +11,8 @@ mod client;
 #[cfg(test)]
 #[path = "bigd_bench/mock.rs"]
 mod mock;
+#[path = "bigd_bench/push.rs"]
+mod push;
 #[path = "bigd_bench/scenarios.rs"]
 mod scenarios;
 #[path = "bigd_bench/stats.rs"]
@@ -123,6 +125,27 @@ enum Scenario {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         grace: u64,
     },
+    /// A group of M members, each with a pusher to a push gateway this tool
+    /// runs on loopback; one sender at a fixed rate. Notifications/s and the
+    /// latency from send to gateway.
+    PushFanout {
+        /// Members of the room (besides the sender), each with a pusher.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        members: u64,
+        /// Messages per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// How long to wait after the last send for the notifications.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+        grace: u64,
+        /// Set no pushers: the same sends without push delivery, to compare
+        /// send latency.
+        #[arg(long)]
+        no_pushers: bool,
+    },
     /// Opens S WebSockets (spread over U users), each subscribed to sync, and
     /// holds them idle; how many stay open and the server's memory.
     WsIdle {
@@ -166,6 +189,7 @@ impl Scenario {
             Scenario::Fanout { .. } => "fanout",
             Scenario::WsFanout { .. } => "ws-fanout",
             Scenario::WsIdle { .. } => "ws-idle",
+            Scenario::PushFanout { .. } => "push-fanout",
             Scenario::InitialSync { .. } => "initial-sync",
         }
     }
@@ -225,6 +249,13 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             sockets,
             hold,
         } => ws::ws_idle(ctx, n(users), n(sockets), hold).await,
+        Scenario::PushFanout {
+            members,
+            rate,
+            seconds,
+            grace,
+            no_pushers,
+        } => push::push_fanout(ctx, n(members), rate, seconds, grace, !no_pushers).await,
         Scenario::InitialSync {
             rooms,
             messages,
@@ -247,7 +278,9 @@ fn context(cli: &Cli) -> Result<Ctx, String> {
             cli.url
         ));
     }
-    if let Scenario::Fanout { rate, .. } | Scenario::WsFanout { rate, .. } = cli.scenario
+    if let Scenario::Fanout { rate, .. }
+    | Scenario::WsFanout { rate, .. }
+    | Scenario::PushFanout { rate, .. } = cli.scenario
         && !(rate > 0.0 && rate <= 10_000.0)
     {
         return Err("--rate must be above 0 and at most 10000 messages per second".into());

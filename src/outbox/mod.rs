@@ -32,7 +32,7 @@ use tokio::{sync::Notify, task::JoinSet};
 use crate::{
     config::OutboxConfig,
     error::Result,
-    storage::{Batch, DESTINATIONSEQ_OUTBOXITEM, Engine, Raw, prefix},
+    storage::{Batch, DESTINATIONSEQ_OUTBOXITEM, Engine, Key, Raw, prefix},
     util::now_ms,
 };
 
@@ -259,9 +259,16 @@ impl Outbox {
     /// idle for a while, then ends.
     async fn run(self: Arc<Self>, to: Destination, slot: Arc<Slot>) {
         let mut failures = 0u32;
+        // Reads start above what is known to be finished: deleted items stay
+        // behind as tombstones until compaction, and skipping them on every
+        // read made a busy queue quadratic.
+        let mut after = 0u64;
         loop {
             slot.pending.store(false, Ordering::SeqCst);
-            let items = match self.read(&to) {
+            // Every item at or below this was committed before the read, so
+            // none can appear there later.
+            let visible = self.db.visible_count();
+            let items = match self.read(&to, after) {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!(error = %e, destination = to.key(), "cannot read the outbox");
@@ -281,8 +288,18 @@ impl Outbox {
             };
             let delivery = courier.deliver(&to, &items).await;
             drop(courier);
-            if let Err(e) = self.finish(&to, &items, &delivery) {
-                tracing::error!(error = %e, destination = to.key(), "cannot update the outbox");
+            match self.finish(&to, &items, &delivery) {
+                Ok(()) => {
+                    if let Some(last) = items[..delivery.done.min(items.len())]
+                        .last()
+                        .map(|i| i.seq)
+                    {
+                        after = after.max(last.min(visible));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, destination = to.key(), "cannot update the outbox");
+                }
             }
             match delivery.then {
                 Then::Continue => failures = 0,
@@ -305,10 +322,12 @@ impl Outbox {
         }
     }
 
-    fn read(&self, to: &Destination) -> Result<Vec<Item>> {
+    /// The oldest queued items of `to` with a seq above `after`.
+    fn read(&self, to: &Destination, after: u64) -> Result<Vec<Item>> {
         let p = prefix(&(to.key(),));
+        let start = (to.key(), after.saturating_add(1)).encode();
         let mut items = Vec::new();
-        for row in self.db.iter(DESTINATIONSEQ_OUTBOXITEM, &p, &p, true) {
+        for row in self.db.iter(DESTINATIONSEQ_OUTBOXITEM, &p, &start, true) {
             let ((_, seq), Raw(bytes)) = row?;
             match serde_json::from_slice::<StoredItem>(&bytes) {
                 Ok(item) => items.push(Item {

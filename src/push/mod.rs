@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     events::AnySyncTimelineEvent,
-    push::{Action, PushConditionRoomCtx},
+    push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
@@ -127,6 +127,8 @@ impl Push {
         let json = pdu.to_client_json(&Map::new())?;
         let event: Raw<AnySyncTimelineEvent> =
             Raw::from_json(serde_json::value::RawValue::from_string(json)?);
+        // Flattened once for every member, not once per member.
+        let flat = FlattenedJson::from_raw(&event);
         let power_levels = rooms.power_levels(room)?;
         let thread = crate::rooms::thread_root_of(pdu);
         let member_count = UInt::new_saturating(members.len() as u64);
@@ -143,7 +145,7 @@ impl Push {
                 display_name,
             )
             .with_power_levels(power_levels.clone().into());
-            let actions = ruleset.get_actions(&event, &ctx).await;
+            let actions = first_match(&ruleset, &flat, &ctx).await;
             if !actions.iter().any(|a| a.should_notify()) {
                 continue;
             }
@@ -157,7 +159,7 @@ impl Push {
                 user,
                 highlight,
                 thread: thread.clone(),
-                actions: actions.to_vec(),
+                actions,
                 pushers,
             });
         }
@@ -306,6 +308,21 @@ impl Push {
         batch.commit()?;
         Ok(pruned)
     }
+}
+
+/// The actions of the first of `rules` that applies to the event (what
+/// ruma's `Ruleset::get_actions` does, on an event flattened beforehand).
+async fn first_match(
+    rules: &Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> Vec<Action> {
+    for rule in rules {
+        if rule.applies(event, ctx).await {
+            return rule.actions().to_vec();
+        }
+    }
+    Vec::new()
 }
 
 /// Users' rooms whose counts are kept in memory.

@@ -310,6 +310,28 @@ impl Client {
         Ok(r.event_id)
     }
 
+    /// Sets an http pusher whose gateway is `url`.
+    pub async fn set_pusher(&self, url: &str, pushkey: &str) -> Result<(), ReqError> {
+        let body = json!({
+            "kind": "http",
+            "app_id": "ai.iambig.bench",
+            "pushkey": pushkey,
+            "app_display_name": "bigd-bench",
+            "device_display_name": "bench",
+            "lang": "en",
+            "data": { "url": url },
+        });
+        let _: (Value, _) = self
+            .call(
+                Method::POST,
+                &format!("{API}/pushers/set"),
+                Some(&body),
+                self.timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// One page of `GET /rooms/{id}/messages`.
     pub async fn messages(
         &self,
