@@ -10,7 +10,7 @@ use std::{marker::PhantomData, path::Path, sync::Arc};
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBWithThreadMode, Direction, IteratorMode, MultiThreaded, Options,
-    WriteBatch,
+    ReadOptions, WriteBatch,
 };
 
 use self::watch::Watchers;
@@ -187,10 +187,11 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<(K, V)>> {
         let cf = self.cf(table.name);
-        let iter = self
-            .inner
-            .db
-            .iterator_cf(&cf, IteratorMode::From(start, Direction::Forward));
+        let iter = self.inner.db.iterator_cf_opt(
+            &cf,
+            bounded_to(prefix),
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
@@ -212,7 +213,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<(K, V)>> {
         let cf = self.cf(table.name);
-        let mut iter = self.inner.db.raw_iterator_cf(&cf);
+        let mut iter = self.inner.db.raw_iterator_cf_opt(&cf, bounded_to(prefix));
         iter.seek_for_prev(before);
         let mut out = Vec::new();
         while iter.valid() && out.len() < limit {
@@ -242,7 +243,7 @@ impl Engine {
         forward: bool,
     ) -> TableIter<'_, K, V> {
         let cf = self.cf(table.name);
-        let mut raw = self.inner.db.raw_iterator_cf(&cf);
+        let mut raw = self.inner.db.raw_iterator_cf_opt(&cf, bounded_to(prefix));
         if forward {
             raw.seek(start);
         } else {
@@ -300,6 +301,34 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Read options that keep an iterator inside `prefix`. Without bounds, a
+/// seek that finds nothing live in the prefix goes on skipping whatever
+/// deleted entries follow it (tombstones stay until compaction), which made
+/// reads of emptied queues cost the size of everything deleted after them.
+fn bounded_to(prefix: &[u8]) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    if prefix.is_empty() {
+        return opts;
+    }
+    opts.set_iterate_lower_bound(prefix.to_vec());
+    if let Some(end) = prefix_successor(prefix) {
+        opts.set_iterate_upper_bound(end);
+    }
+    opts
+}
+
+/// The smallest key above every key that starts with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// A lazy, typed iterator over one table (see `Engine::iter`).

@@ -259,3 +259,39 @@ fn lazy_iteration_in_both_directions() {
     assert_eq!(collect(0, true), vec![1, 5, 9]);
     assert_eq!(collect(10, true), Vec::<u64>::new());
 }
+
+#[test]
+fn prefix_successor_is_the_first_key_past_the_prefix() {
+    assert_eq!(super::prefix_successor(b"ab"), Some(b"ac".to_vec()));
+    assert_eq!(super::prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+    assert_eq!(super::prefix_successor(b"\xff\xff"), None);
+}
+
+#[test]
+fn bounded_iteration_stays_in_the_prefix_both_ways() {
+    let (_dir, db) = temp_engine();
+    let table = USERIDCOUNT_PUSHLOG;
+    let mut batch = db.batch();
+    for (user, n) in [
+        ("@a:x", 1u64),
+        ("@a:x", 2),
+        ("@b:x", 1),
+        ("@b:x", 2),
+        ("@c:x", 7),
+    ] {
+        batch.put(table, &(user.try_into().unwrap(), n), &Raw(vec![1]));
+    }
+    batch.commit().unwrap();
+    let b = prefix(&(ruma::OwnedUserId::try_from("@b:x").unwrap(),));
+    let forward: Vec<u64> = db
+        .iter(table, &b, &b, true)
+        .map(|r| r.unwrap().0.1)
+        .collect();
+    assert_eq!(forward, [1, 2]);
+    let end = (ruma::OwnedUserId::try_from("@b:x").unwrap(), u64::MAX).encode();
+    let backward: Vec<u64> = db
+        .iter(table, &b, &end, false)
+        .map(|r| r.unwrap().0.1)
+        .collect();
+    assert_eq!(backward, [2, 1]);
+}
