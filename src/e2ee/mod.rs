@@ -96,3 +96,19 @@ pub fn stage_delete_device(
     dehydrated::stage_forget_dehydrated(db, batch, user, device)?;
     stage_key_change(db, batch, user)
 }
+
+/// Everything kept for a deactivated account's encryption: cross-signing keys
+/// (and signatures on them), key backups. Its devices (the dehydrated one
+/// included) are deleted with its sessions.
+pub fn stage_delete_user(db: &Engine, batch: &mut Batch, user: &UserId) -> Result<()> {
+    use crate::storage::{
+        USERIDKEYIDSIGNER_SIGNATURES, USERIDKIND_CROSSSIGNINGKEY, USERIDVERSION_BACKUP,
+        USERIDVERSIONROOMSESSION_BACKUPKEY, prefix,
+    };
+    let user_prefix = prefix(&(user.to_owned(),));
+    batch.delete_prefix(USERIDKIND_CROSSSIGNINGKEY, &user_prefix)?;
+    batch.delete_prefix(USERIDKEYIDSIGNER_SIGNATURES, &user_prefix)?;
+    batch.delete_prefix(USERIDVERSION_BACKUP, &user_prefix)?;
+    batch.delete_prefix(USERIDVERSIONROOMSESSION_BACKUPKEY, &user_prefix)?;
+    stage_key_change(db, batch, user)
+}

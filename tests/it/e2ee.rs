@@ -1096,3 +1096,44 @@ async fn every_e2ee_endpoint_needs_a_token() {
         assert_error(&got, 401, "M_MISSING_TOKEN");
     }
 }
+
+#[tokio::test]
+async fn deactivation_removes_keys_and_versions_advertise_dehydration() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    upload(
+        &s,
+        &alice,
+        json!({ "device_keys": device_keys(&alice, &key()) }),
+    )
+    .await;
+    let (status, _) = s
+        .post(
+            &format!("{KEYS}/device_signing/upload"),
+            Some(&alice.token),
+            cross_signing(&alice).body,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let found = query(&s, &bob, &[&alice.user_id]).await;
+    assert!(found["master_keys"][&alice.user_id].is_object());
+
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/account/deactivate",
+            Some(&alice.token),
+            json!({ "auth": password_auth(&alice.user_id, None) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let found = query(&s, &bob, &[&alice.user_id]).await;
+    assert_eq!(found["device_keys"][&alice.user_id], json!({}), "{found}");
+    assert!(
+        found["master_keys"].get(&alice.user_id).is_none(),
+        "{found}"
+    );
+
+    let (_, versions) = s.get("/_matrix/client/versions", None).await;
+    assert_eq!(versions["unstable_features"]["org.matrix.msc3814"], true);
+}
