@@ -5,10 +5,14 @@
 //  1. alice and bob in an encrypted DM: alice sends, bob decrypts the exact text;
 //  2. bob logs in a second device: it receives the room key and decrypts new messages;
 //  3. bob bootstraps cross-signing: alice sees bob's device as signed by its owner;
-//  4. bob creates a key backup: a new device restores it and decrypts old history.
+//  4. bob creates a key backup: a new device restores it and decrypts old history;
+//  5. bob sets up secret storage and a dehydrated device (MSC3814); with all his
+//     devices offline alice sends a message; a new device rehydrates the
+//     dehydrated one and decrypts it.
 
 import "./node20-polyfills.mjs";
 import * as sdk from "matrix-js-sdk";
+import { CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 const base = process.argv[2];
@@ -17,11 +21,29 @@ if (!base) {
     process.exit(2);
 }
 const PASSWORD = "e2ee test password";
-const quiet = !process.env.E2EE_VERBOSE;
-if (quiet) logger.setLevel("warn");
+// The SDK logs a lot (decryption retries are expected here). Unless
+// E2EE_VERBOSE is set, its output is kept and shown only when a step fails.
+const sdkLog = [];
+if (!process.env.E2EE_VERBOSE) {
+    logger.setLevel("warn");
+    for (const level of ["log", "info", "debug", "warn", "error", "trace"]) {
+        console[level] = (...args) => {
+            sdkLog.push(`${level}: ${args.map((a) => (a instanceof Error ? a.stack : String(a))).join(" ")}`);
+            if (sdkLog.length > 400) sdkLog.shift();
+        };
+    }
+}
 
 function step(message) {
-    console.log(`[e2ee] ${message}`);
+    process.stdout.write(`[e2ee] ${message}\n`);
+}
+
+function fail(message) {
+    if (sdkLog.length > 0) {
+        process.stderr.write(`[e2ee] the SDK's last log lines:\n${sdkLog.slice(-80).join("\n")}\n`);
+    }
+    process.stderr.write(`[e2ee] FAILED: ${message}\n`);
+    process.exit(1);
 }
 
 async function api(method, path, token, body) {
@@ -61,6 +83,19 @@ async function login(username, name) {
 // nothing here depends on push rules.
 let serverHasPushRules = true;
 
+// Bob's secret storage key, once made: every client of his can unlock it.
+let bobSecretStorageKey = null;
+const cryptoCallbacks = {
+    getSecretStorageKey: async ({ keys }) => {
+        if (!bobSecretStorageKey) return null;
+        const keyId = Object.keys(keys).find((id) => id === bobSecretStorageKey.keyId);
+        return keyId ? [keyId, bobSecretStorageKey.privateKey] : null;
+    },
+    cacheSecretStorageKey: (keyId, _info, privateKey) => {
+        bobSecretStorageKey = { keyId, privateKey };
+    },
+};
+
 /** A started client with Rust crypto (in-memory store). */
 async function startClient(session) {
     const client = sdk.createClient({
@@ -68,6 +103,7 @@ async function startClient(session) {
         userId: session.user_id,
         accessToken: session.access_token,
         deviceId: session.device_id,
+        cryptoCallbacks,
     });
     if (!serverHasPushRules) {
         client.getPushRules = async () => ({
@@ -228,15 +264,61 @@ async function main() {
         step(`bob's new device restored ${restored.imported} key(s) from the backup`);
         await expectDecrypts(bob3, roomId, firstId, first, "bob's restored device (old history)");
         await expectDecrypts(bob3, roomId, secondId, second, "bob's restored device (old history)");
+
+        // 5. Dehydrated device.
+        const recovery = await bob.getCrypto().createRecoveryKeyFromPassphrase();
+        await bob.getCrypto().bootstrapSecretStorage({
+            createSecretStorageKey: async () => recovery,
+            setupNewSecretStorage: true,
+        });
+        if (!(await bob.getCrypto().isDehydrationSupported())) {
+            throw new Error("the client does not see dehydration as supported");
+        }
+        await bob.getCrypto().startDehydration({ createNewKey: true });
+        const dehydrated = await api(
+            "GET",
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
+            bobSession.access_token,
+        );
+        step(`bob's dehydrated device is ${dehydrated.device_id}`);
+        await waitFor("alice to see bob's dehydrated device", async () => {
+            const devices = await alice.getCrypto().getUserDeviceInfo([bob.getUserId()], true);
+            return devices.get(bob.getUserId())?.has(dehydrated.device_id);
+        });
+        for (const client of [bob, bob2, bob3]) client.stopClient();
+        const third = "Sent while all of Bob's devices were offline";
+        const { event_id: thirdId } = await alice.sendTextMessage(roomId, third);
+        const queued = await api(
+            "POST",
+            `/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/${encodeURIComponent(dehydrated.device_id)}/events`,
+            bobSession.access_token,
+            {},
+        );
+        if (queued.events.length < 1) throw new Error("nothing was sent to bob's dehydrated device");
+        const bob4Session = await login(bobSession.user_id, "bob rehydrating device");
+        const bob4 = await startClient(bob4Session);
+        clients.push(bob4);
+        const rehydrated = new Promise((resolve) =>
+            bob4.on(CryptoEvent.RehydrationCompleted, resolve),
+        );
+        // The new device takes the cross-signing keys from secret storage,
+        // once it has fetched bob's public cross-signing keys.
+        await bob4.getCrypto().getUserDeviceInfo([bob4.getUserId()], true);
+        await waitFor("bob's new device to know his cross-signing keys", async () => {
+            const status = await bob4.getCrypto().getCrossSigningStatus();
+            return status.publicKeysOnDevice && status.privateKeysInSecretStorage;
+        });
+        await bob4.getCrypto().bootstrapCrossSigning({});
+        await bob4.getCrypto().startDehydration();
+        await rehydrated;
+        step("bob's new device rehydrated the dehydrated device");
+        await expectDecrypts(bob4, roomId, thirdId, third, "bob's rehydrating device");
     } finally {
         for (const client of clients) client.stopClient();
     }
 }
 
-const overall = setTimeout(() => {
-    console.error("[e2ee] FAILED: the scenarios took longer than 4 minutes");
-    process.exit(1);
-}, 240_000);
+const overall = setTimeout(() => fail("the scenarios took longer than 4 minutes"), 240_000);
 
 main().then(
     () => {
@@ -244,8 +326,5 @@ main().then(
         step("all scenarios passed");
         process.exit(0);
     },
-    (e) => {
-        console.error(`[e2ee] FAILED: ${e.stack || e}`);
-        process.exit(1);
-    },
+    (e) => fail(e.stack || String(e)),
 );
