@@ -93,6 +93,10 @@ pub fn device_list_changes(
         // Members who joined or left this room since the token.
         let before = s.rooms.state_at_count(&room, after)?;
         let now = s.rooms.state_at_count(&room, upto)?;
+        if std::sync::Arc::ptr_eq(&before, &now) {
+            // The same (cached) snapshot: no state changed, nobody came or went.
+            continue;
+        }
         for (pdu, _) in s.rooms.state_delta(&before, &now)? {
             if pdu.kind().to_string() != "m.room.member" {
                 continue;
