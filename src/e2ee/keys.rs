@@ -303,7 +303,6 @@ impl E2ee {
                 return Ok(());
             }
         }
-        new.remove("unsigned");
         batch.put(
             USERIDDEVICEID_DEVICEKEYS,
             &row,

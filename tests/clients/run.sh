@@ -73,9 +73,10 @@ RUST_LOG="${RUST_LOG:-info}" \
     "$bin" >"$server_log" 2>&1 &
 pid=$!
 
-for _ in $(seq 100); do
-    if curl -fsS "$base/_matrix/client/versions" >/dev/null 2>&1 ||
-        node -e "fetch('$base/_matrix/client/versions').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))" 2>/dev/null; then
+ready=""
+for _ in $(seq 150); do
+    if node -e "fetch('$base/_matrix/client/versions').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))" 2>/dev/null; then
+        ready=1
         break
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -84,6 +85,10 @@ for _ in $(seq 100); do
     fi
     sleep 0.2
 done
+if [[ -z "$ready" ]]; then
+    log "bigd did not answer on $base within 30 s"
+    exit 1
+fi
 
 status=0
 for scenario in "$here"/e2ee.mjs; do

@@ -475,6 +475,20 @@ async fn device_lists_report_key_changes_joins_and_leaves() {
             .is_none(),
         "a logged-out device's keys are gone: {found}"
     );
+
+    // Bob leaves the only room he shares with alice: she is left.
+    let since = next_batch(&body);
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let body = sync(&s, &bob, &format!("timeout=0&since={since}")).await;
+    assert!(listed(&body, "left", &alice.user_id), "{body}");
+    assert!(!listed(&body, "left", &bob.user_id), "{body}");
 }
 
 /// Master, self-signing and user-signing keys of `who`, properly signed.
