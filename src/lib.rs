@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
@@ -39,6 +40,7 @@ pub struct Services {
     pub rooms: rooms::Rooms,
     pub signing_key: Arc<federation::keys::SigningKey>,
     pub to_device: ephemeral::to_device::ToDevice,
+    pub e2ee: e2ee::E2ee,
     pub typing: Arc<ephemeral::typing::Typing>,
     pub receipts: ephemeral::receipts::Receipts,
     pub presence: Arc<ephemeral::presence::Presence>,
@@ -81,6 +83,7 @@ impl Services {
         );
         let (stopping, _) = watch::channel(false);
         let to_device = ephemeral::to_device::ToDevice::new(db.clone(), users.clone());
+        let e2ee = e2ee::E2ee::new(db.clone(), users.clone());
         let typing = ephemeral::typing::Typing::new(db.clone());
         let receipts = ephemeral::receipts::Receipts::new(db.clone());
         let presence = ephemeral::presence::Presence::new(db.clone(), config.presence.clone())?;
@@ -93,6 +96,7 @@ impl Services {
             rooms,
             signing_key,
             to_device,
+            e2ee,
             typing,
             receipts,
             presence,

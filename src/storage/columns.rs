@@ -134,6 +134,42 @@ pub const APPIDPUSHKEYUSERID_: Table<(String, String, OwnedUserId), ()> =
 pub const DESTINATIONSEQ_OUTBOXITEM: Table<(String, u64), Raw> =
     Table::new("destinationseq_outboxitem");
 
+// --- end-to-end encryption (see docs/e2ee.md) ---
+
+/// Device identity keys as the client signed them (signatures by the same user merged in).
+pub const USERIDDEVICEID_DEVICEKEYS: Table<(OwnedUserId, OwnedDeviceId), Raw> =
+    Table::new("useriddeviceid_devicekeys");
+/// One-time keys: (user, device, "algorithm:key id") -> the key JSON. Deleted when claimed.
+pub const USERIDDEVICEIDKEYID_ONETIMEKEY: Table<(OwnedUserId, OwnedDeviceId, String), Raw> =
+    Table::new("useriddeviceidkeyid_onetimekey");
+/// Fallback keys: (user, device, algorithm) -> key id, key and whether it was handed out.
+pub const USERIDDEVICEIDALGORITHM_FALLBACKKEY: Table<
+    (OwnedUserId, OwnedDeviceId, String),
+    crate::e2ee::FallbackKeyRecord,
+> = Table::new("useriddeviceidalgorithm_fallbackkey");
+/// Cross-signing keys: (user, "master" | "self_signing" | "user_signing") -> the key JSON.
+pub const USERIDKIND_CROSSSIGNINGKEY: Table<(OwnedUserId, String), Raw> =
+    Table::new("useridkind_crosssigningkey");
+/// Signatures one user made on another user's key, visible to the signer only:
+/// (target user, target key id, signer) -> {signing key id: signature}.
+pub const USERIDKEYIDSIGNER_SIGNATURES: Table<(OwnedUserId, String, OwnedUserId), Raw> =
+    Table::new("useridkeyidsigner_signatures");
+/// The latest change of each user's devices or cross-signing keys, and the feed
+/// of those changes by count (one entry per user).
+pub const USERID_KEYCHANGECOUNT: Table<OwnedUserId, u64> = Table::new("userid_keychangecount");
+pub const COUNT_KEYCHANGEUSER: Table<u64, Raw> = Table::new("count_keychangeuser");
+/// Key backup versions: (user, version) -> algorithm, etag and key count.
+pub const USERIDVERSION_BACKUP: Table<(OwnedUserId, u64), crate::e2ee::BackupRecord> =
+    Table::new("useridversion_backup");
+/// Backed-up room keys: (user, version, room, session id) -> the encrypted key data.
+pub const USERIDVERSIONROOMSESSION_BACKUPKEY: Table<
+    (OwnedUserId, u64, ruma::OwnedRoomId, String),
+    Raw,
+> = Table::new("useridversionroomsession_backupkey");
+/// The dehydrated device of each user (MSC3814): its id and the client's opaque data.
+pub const USERID_DEHYDRATEDDEVICE: Table<OwnedUserId, crate::e2ee::DehydratedRecord> =
+    Table::new("userid_dehydrateddevice");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -178,4 +214,14 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDAPPIDPUSHKEY_PUSHER.name,
     APPIDPUSHKEYUSERID_.name,
     DESTINATIONSEQ_OUTBOXITEM.name,
+    USERIDDEVICEID_DEVICEKEYS.name,
+    USERIDDEVICEIDKEYID_ONETIMEKEY.name,
+    USERIDDEVICEIDALGORITHM_FALLBACKKEY.name,
+    USERIDKIND_CROSSSIGNINGKEY.name,
+    USERIDKEYIDSIGNER_SIGNATURES.name,
+    USERID_KEYCHANGECOUNT.name,
+    COUNT_KEYCHANGEUSER.name,
+    USERIDVERSION_BACKUP.name,
+    USERIDVERSIONROOMSESSION_BACKUPKEY.name,
+    USERID_DEHYDRATEDDEVICE.name,
 ];

@@ -26,9 +26,9 @@ use crate::{
     push::rules::PUSH_RULES,
     rooms::{StoredEvent, TimelineSlice},
     storage::{
-        COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT, SHORTROOMIDCOUNT_RECEIPTKEY,
-        SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY, USERIDDEVICECOUNT_TODEVICE,
-        USERIDROOMID_MEMBERSHIP, Watch, prefix,
+        COUNT_KEYCHANGEUSER, COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT,
+        SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY,
+        USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, Watch, prefix,
     },
 };
 
@@ -120,6 +120,8 @@ fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
     if s.presence.enabled() {
         watches.push(s.db.watch(COUNT_PRESENCEUSER, Vec::new()));
     }
+    // Anyone's keys changing may concern this user (the build decides).
+    watches.push(s.db.watch(COUNT_KEYCHANGEUSER, Vec::new()));
     for room in s.rooms.joined_rooms(user)? {
         if let Some(meta) = s.rooms.meta(&room)? {
             watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));
@@ -141,6 +143,7 @@ pub struct SyncResponse {
     to_device: Events<Value>,
     device_lists: DeviceLists,
     device_one_time_keys_count: BTreeMap<String, u64>,
+    device_unused_fallback_key_types: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -158,8 +161,8 @@ struct Events<T> {
 
 #[derive(Debug, Default, Serialize)]
 struct DeviceLists {
-    changed: Vec<String>,
-    left: Vec<String>,
+    changed: Vec<ruma::OwnedUserId>,
+    left: Vec<ruma::OwnedUserId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +210,8 @@ impl SyncResponse {
             && self.account_data.events.is_empty()
             && self.to_device.events.is_empty()
             && self.presence.events.is_empty()
+            && self.device_lists.changed.is_empty()
+            && self.device_lists.left.is_empty()
     }
 }
 
@@ -297,6 +302,18 @@ fn build(
         }
     }
 
+    // On an initial sync the client fetches every device list it needs anyway.
+    let device_lists = match since {
+        Some(after) => {
+            let changes = crate::e2ee::device_list_changes(s, user, after, upto)?;
+            DeviceLists {
+                changed: changes.changed.into_iter().collect(),
+                left: changes.left.into_iter().collect(),
+            }
+        }
+        None => DeviceLists::default(),
+    };
+
     Ok(SyncResponse {
         next_batch: token::encode(user, upto),
         rooms,
@@ -309,8 +326,9 @@ fn build(
         to_device: Events {
             events: s.to_device.pending(user, &who.device_id, after, upto)?,
         },
-        device_lists: DeviceLists::default(),
-        device_one_time_keys_count: BTreeMap::new(),
+        device_lists,
+        device_one_time_keys_count: s.e2ee.one_time_key_counts(user, &who.device_id)?,
+        device_unused_fallback_key_types: s.e2ee.unused_fallback_key_types(user, &who.device_id)?,
     })
 }
 

@@ -58,7 +58,7 @@ impl Users {
         );
     }
 
-    /// Deletes a device and what is queued for it.
+    /// Deletes a device, its keys and what is queued for it.
     pub fn delete_device(
         &self,
         batch: &mut Batch,
@@ -67,6 +67,7 @@ impl Users {
     ) -> Result<()> {
         batch.delete(USERIDDEVICEID_DEVICE, &(user.to_owned(), device.to_owned()));
         crate::push::pushers::Pushers::stage_delete_device(&self.db, batch, user, device)?;
+        crate::e2ee::stage_delete_device(&self.db, batch, user, device)?;
         batch.delete_prefix(
             USERIDDEVICECOUNT_TODEVICE,
             &prefix(&(user.to_owned(), device.to_owned())),

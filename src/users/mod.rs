@@ -162,7 +162,8 @@ impl Users {
 
     /// Deletes everything stored per user that has no use once the account is gone.
     pub fn delete_private_data(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
-        batch.delete_prefix(USERIDFILTERID_FILTER, &prefix(&(user.to_owned(),)))
+        batch.delete_prefix(USERIDFILTERID_FILTER, &prefix(&(user.to_owned(),)))?;
+        crate::e2ee::stage_delete_user(&self.db, batch, user)
     }
 
     /// Held while reading and rewriting a device or session, and while committing

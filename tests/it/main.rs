@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod devices;
 mod discovery;
+mod e2ee;
 mod ephemeral;
 mod http_layer;
 mod presence;

@@ -40,6 +40,8 @@ pub async fn versions(
         // Custom profile fields (stable in v1.16) on the v3 paths.
         ("uk.tcpip.msc4133".to_owned(), true),
         ("uk.tcpip.msc4133.stable".to_owned(), true),
+        // Dehydrated devices (docs/e2ee.md).
+        ("org.matrix.msc3814".to_owned(), true),
     ]);
     Ok(response.into())
 }

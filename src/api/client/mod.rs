@@ -2,11 +2,14 @@
 
 mod account;
 mod account_data;
+mod backup;
+mod dehydrated;
 mod devices;
 mod directory;
 pub mod discovery;
 mod ephemeral;
 mod filter;
+mod keys;
 mod membership;
 mod presence;
 mod profile;
@@ -130,6 +133,31 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(directory::set_visibility)
         .ruma(directory::public_rooms)
         .ruma(directory::public_rooms_filtered)
+        // end-to-end encryption
+        .ruma(keys::upload)
+        .ruma(keys::query)
+        .ruma(keys::claim)
+        .ruma(keys::changes)
+        .ruma(keys::upload_signing_keys)
+        .ruma(keys::upload_signatures)
+        .ruma(backup::create_version)
+        .ruma(backup::latest_version)
+        .ruma(backup::get_version)
+        .ruma(backup::update_version)
+        .ruma(backup::delete_version)
+        .ruma(backup::put_keys)
+        .ruma(backup::put_room_keys)
+        .ruma(backup::put_session_key)
+        .ruma(backup::get_keys)
+        .ruma(backup::get_room_keys)
+        .ruma(backup::get_session_key)
+        .ruma(backup::delete_keys)
+        .ruma(backup::delete_room_keys)
+        .ruma(backup::delete_session_key)
+        .ruma(dehydrated::put)
+        .ruma(dehydrated::get)
+        .ruma(dehydrated::delete)
+        .ruma(dehydrated::events)
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.
