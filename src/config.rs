@@ -36,6 +36,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub push: PushConfig,
     pub outbox: OutboxConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,6 +190,127 @@ impl Default for OutboxConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest upload, in bytes (`m.upload.size`).
+    pub max_upload_size: u64,
+    /// Serve the deprecated unauthenticated `/_matrix/media/v3/download` and
+    /// `/thumbnail`. Off freezes them (404) as Synapse's
+    /// `enable_authenticated_media` does.
+    pub legacy_unauthenticated: bool,
+    /// Media ids a user may hold from `POST /media/v1/create` without having
+    /// uploaded to them yet.
+    pub max_pending_uploads: usize,
+    /// How long such an id waits for its upload.
+    pub pending_upload_expiry_ms: u64,
+    /// The thumbnail sizes made; a request gets the smallest of its method
+    /// that is at least as large as asked.
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Images with more pixels than this are not decoded for thumbnails
+    /// (decompression bombs get 413).
+    pub max_thumbnail_pixels: u64,
+    /// Delete media older than this (0: keep forever).
+    pub retention_max_age_ms: u64,
+    /// Delete the oldest media while the store holds more than this many
+    /// bytes (0: no budget).
+    pub max_total_bytes: u64,
+    pub url_preview: UrlPreviewConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    /// `scale` (fit inside, keep the aspect) or `crop` (fill exactly).
+    pub method: String,
+}
+
+impl ThumbnailSize {
+    fn new(width: u32, height: u32, method: &str) -> Self {
+        Self {
+            width,
+            height,
+            method: method.into(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_size: 50 * 1024 * 1024,
+            legacy_unauthenticated: true,
+            max_pending_uploads: 5,
+            pending_upload_expiry_ms: 24 * 3600 * 1000,
+            thumbnail_sizes: vec![
+                ThumbnailSize::new(32, 32, "crop"),
+                ThumbnailSize::new(96, 96, "crop"),
+                ThumbnailSize::new(320, 240, "scale"),
+                ThumbnailSize::new(640, 480, "scale"),
+                ThumbnailSize::new(800, 600, "scale"),
+            ],
+            max_thumbnail_pixels: 32_000_000,
+            retention_max_age_ms: 0,
+            max_total_bytes: 0,
+            url_preview: UrlPreviewConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    /// Serve `preview_url` (the server fetches pages users post).
+    pub enabled: bool,
+    /// Addresses never fetched (CIDR), checked on every address a name
+    /// resolves to and on every redirect.
+    pub ip_range_denylist: Vec<String>,
+    /// Exceptions to the deny-list.
+    pub ip_range_allowlist: Vec<String>,
+    /// Most bytes read of a page (or an image).
+    pub max_page_bytes: usize,
+    /// Time limit of one fetch, redirects included.
+    pub timeout_ms: u64,
+}
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        let deny = [
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "192.0.0.0/24",
+            "169.254.0.0/16",
+            "192.88.99.0/24",
+            "198.18.0.0/15",
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "224.0.0.0/4",
+            "240.0.0.0/4",
+            "0.0.0.0/8",
+            "::1/128",
+            "::/128",
+            "fe80::/10",
+            "fc00::/7",
+            "2001:db8::/32",
+            "ff00::/8",
+            "fec0::/10",
+        ];
+        Self {
+            enabled: false,
+            ip_range_denylist: deny.iter().map(|s| (*s).to_owned()).collect(),
+            ip_range_allowlist: Vec::new(),
+            max_page_bytes: 1024 * 1024,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -214,6 +336,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             push: PushConfig::default(),
             outbox: OutboxConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -345,6 +468,41 @@ impl Config {
                 "auth.uia_session_lifetime_ms",
                 "must be at least 10000 (10 s)",
             );
+        }
+        let media = &self.media;
+        if media.max_upload_size < 1024 {
+            return err("media.max_upload_size", "must be at least 1024");
+        }
+        for (i, size) in media.thumbnail_sizes.iter().enumerate() {
+            if size.width == 0
+                || size.height == 0
+                || !matches!(size.method.as_str(), "scale" | "crop")
+            {
+                return err(
+                    &format!("media.thumbnail_sizes[{i}]"),
+                    "needs width and height above 0 and method \"scale\" or \"crop\"",
+                );
+            }
+        }
+        for (key, list) in [
+            (
+                "media.url_preview.ip_range_denylist",
+                &media.url_preview.ip_range_denylist,
+            ),
+            (
+                "media.url_preview.ip_range_allowlist",
+                &media.url_preview.ip_range_allowlist,
+            ),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|r| crate::media::iprange::IpRange::parse(r).is_none())
+            {
+                return err(
+                    key,
+                    &format!("{bad:?} is not an address range like 10.0.0.0/8 or fc00::/7"),
+                );
+            }
         }
         if self.push.gateway_timeout_ms < 100 {
             return err("push.gateway_timeout_ms", "must be at least 100");

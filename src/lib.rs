@@ -10,6 +10,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
+pub mod media;
 pub mod outbox;
 pub mod push;
 pub mod rooms;
@@ -47,6 +48,7 @@ pub struct Services {
     pub notifications: push::Notifications,
     pub push: Arc<push::Push>,
     pub outbox: Arc<outbox::Outbox>,
+    pub media: Arc<media::Media>,
     /// The router, for requests that arrive as WebSocket frames. Set while
     /// serving; cleared at shutdown (the router holds the services).
     pub dispatcher: parking_lot::Mutex<Option<axum::Router>>,
@@ -69,6 +71,12 @@ impl Services {
             &config.server_name,
         )?);
         let outbox = outbox::Outbox::new(db.clone(), config.outbox.clone());
+        let media = media::Media::open(
+            db.clone(),
+            &config.data_dir,
+            config.server_name.clone(),
+            config.media.clone(),
+        )?;
         let push = Arc::new(push::Push::new(
             db.clone(),
             users.clone(),
@@ -103,6 +111,7 @@ impl Services {
             notifications: push::Notifications::new(db_for_push, push.clone()),
             push,
             outbox,
+            media,
             dispatcher: parking_lot::Mutex::new(None),
             stopping,
         }))
@@ -110,8 +119,8 @@ impl Services {
 }
 
 impl Services {
-    /// Starts what works in the background while serving: outbox delivery
-    /// and the pruning of old notifications.
+    /// Starts what works in the background while serving: outbox delivery,
+    /// and hourly the pruning of old notifications and media retention.
     fn start_background(self: &Arc<Self>) -> Result<()> {
         let gateway = Arc::new(push::gateway::Gateway::new(self)?);
         self.outbox.start(outbox::Kind::Pusher, gateway)?;
@@ -125,6 +134,13 @@ impl Services {
                 let Some(s) = weak.upgrade() else { return };
                 if *s.stopping.borrow() {
                     return;
+                }
+                let media = s.media.clone();
+                match tokio::task::spawn_blocking(move || media.sweep()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(deleted = n, "media retention applied"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot apply media retention"),
+                    Err(e) => tracing::warn!(error = %e, "media retention failed"),
                 }
                 let retention = s.config.push.notification_retention_ms;
                 match tokio::task::spawn_blocking(move || s.push.prune_log(retention)).await {

@@ -54,6 +54,13 @@ enum Command {
         #[arg(long)]
         expires_in_days: Option<u64>,
     },
+    /// Delete every media file a user uploaded (content shared with other
+    /// users' uploads stays for them).
+    DeleteUserMedia {
+        /// The full user id or the localpart.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +175,17 @@ async fn run(command: Command, config: Config) -> Result<(), String> {
                 .create(token, uses, expiry)
                 .map_err(|e| e.to_string())?;
             println!("{token}");
+            Ok(())
+        }
+        Command::DeleteUserMedia { user } => {
+            let services = open_offline(config)?;
+            let user = bigd::auth::parse_user_input(&user, services.users.server_name())
+                .map_err(|_| format!("'{user}' is not a valid user id"))?;
+            let deleted = services
+                .media
+                .delete_user_media(&user)
+                .map_err(|e| e.to_string())?;
+            println!("deleted {deleted} media of {user}");
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod federation;
+mod media;
 pub mod ruma;
 mod well_known;
 pub mod ws;
@@ -24,7 +25,8 @@ pub type AppState = Arc<Services>;
 pub fn router(services: AppState) -> Router {
     let router = federation::routes(client::routes(Router::new()))
         .merge(well_known::routes())
-        .merge(ws::routes());
+        .merge(ws::routes())
+        .merge(media::routes());
     router
         .fallback(|| async {
             Error::unrecognized(

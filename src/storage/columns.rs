@@ -128,6 +128,15 @@ pub const USERIDAPPIDPUSHKEY_PUSHER: Table<(OwnedUserId, String, String), Raw> =
 pub const APPIDPUSHKEYUSERID_: Table<(String, String, OwnedUserId), ()> =
     Table::new("appidpushkeyuserid_");
 
+// --- media ---
+
+/// Media by id: {sha256, size, content_type, filename, uploader, created_ms, pending_until_ms}.
+pub const MEDIAID_MEDIA: Table<String, Raw> = Table::new("mediaid_media");
+/// Media ids of each uploader (admin deletion, pending upload limits).
+pub const USERIDMEDIAID_: Table<(OwnedUserId, String), ()> = Table::new("useridmediaid_");
+/// Media ids of each content hash: a content file goes with its last id.
+pub const SHA256MEDIAID_: Table<(String, String), ()> = Table::new("sha256mediaid_");
+
 // --- outbox ---
 
 /// The outbox: (destination, seq) -> {queued_at, payload}.
@@ -214,6 +223,9 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDAPPIDPUSHKEY_PUSHER.name,
     APPIDPUSHKEYUSERID_.name,
     DESTINATIONSEQ_OUTBOXITEM.name,
+    MEDIAID_MEDIA.name,
+    USERIDMEDIAID_.name,
+    SHA256MEDIAID_.name,
     USERIDDEVICEID_DEVICEKEYS.name,
     USERIDDEVICEIDKEYID_ONETIMEKEY.name,
     USERIDDEVICEIDALGORITHM_FALLBACKKEY.name,

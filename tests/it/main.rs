@@ -10,6 +10,7 @@ mod discovery;
 mod e2ee;
 mod ephemeral;
 mod http_layer;
+mod media;
 mod presence;
 mod profile;
 mod push;

@@ -21,7 +21,7 @@ use crate::{
 /// features they require work (authenticated media, v1.11, first).
 pub const SUPPORTED_VERSIONS: &[&str] = &[
     "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-    "v1.9", "v1.10",
+    "v1.9", "v1.10", "v1.11",
 ];
 
 /// The room versions bigd supports, and the one new rooms get.
@@ -42,6 +42,8 @@ pub async fn versions(
         ("uk.tcpip.msc4133.stable".to_owned(), true),
         // Dehydrated devices (docs/e2ee.md).
         ("org.matrix.msc3814".to_owned(), true),
+        // Authenticated media (stable in v1.11).
+        ("org.matrix.msc3916.stable".to_owned(), true),
     ]);
     Ok(response.into())
 }
