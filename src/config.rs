@@ -606,6 +606,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads_and_matches_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let example = Config::load(Some(&path)).unwrap();
+        let defaults = Config::default();
+        assert_eq!(
+            example.media.thumbnail_sizes,
+            defaults.media.thumbnail_sizes
+        );
+        assert_eq!(
+            example.media.url_preview.ip_range_denylist,
+            defaults.media.url_preview.ip_range_denylist
+        );
+        assert_eq!(
+            example.media.max_upload_size,
+            defaults.media.max_upload_size
+        );
+        assert_eq!(
+            example.push.max_notification_age_ms,
+            defaults.push.max_notification_age_ms
+        );
+        assert_eq!(example.outbox.retry_max_ms, defaults.outbox.retry_max_ms);
+    }
+
+    #[test]
     fn open_registration_on_public_listener_is_refused() {
         let mut c = Config {
             listen: vec!["0.0.0.0:8008".parse().unwrap()],

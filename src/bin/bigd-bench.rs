@@ -8,6 +8,8 @@
 
 #[path = "bigd_bench/client.rs"]
 mod client;
+#[path = "bigd_bench/media.rs"]
+mod media;
 #[cfg(test)]
 #[path = "bigd_bench/mock.rs"]
 mod mock;
@@ -146,6 +148,19 @@ enum Scenario {
         #[arg(long)]
         no_pushers: bool,
     },
+    /// Uploads and downloads a large file R times (MB/s), then thumbnails T
+    /// distinct images twice: made, then from the cache (thumbnails/s).
+    Media {
+        /// Size of the file, in MiB.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        size_mb: u64,
+        /// Uploads (and downloads).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rounds: u64,
+        /// Distinct 1024x768 PNGs to thumbnail.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        thumbnails: u64,
+    },
     /// Opens S WebSockets (spread over U users), each subscribed to sync, and
     /// holds them idle; how many stay open and the server's memory.
     WsIdle {
@@ -190,6 +205,7 @@ impl Scenario {
             Scenario::WsFanout { .. } => "ws-fanout",
             Scenario::WsIdle { .. } => "ws-idle",
             Scenario::PushFanout { .. } => "push-fanout",
+            Scenario::Media { .. } => "media",
             Scenario::InitialSync { .. } => "initial-sync",
         }
     }
@@ -249,6 +265,11 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             sockets,
             hold,
         } => ws::ws_idle(ctx, n(users), n(sockets), hold).await,
+        Scenario::Media {
+            size_mb,
+            rounds,
+            thumbnails,
+        } => media::media(ctx, n(size_mb), n(rounds), n(thumbnails)).await,
         Scenario::PushFanout {
             members,
             rate,

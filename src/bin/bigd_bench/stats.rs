@@ -74,6 +74,15 @@ impl Errors {
         }
     }
 
+    /// A failure described by a message (requests made outside `Client`).
+    pub fn add_message(&mut self, message: &str) {
+        let kind = message.split(':').next().unwrap_or("error").to_owned();
+        *self.counts.entry(kind).or_default() += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(message.to_owned());
+        }
+    }
+
     pub fn merge(&mut self, other: Errors) {
         for (k, n) in other.counts {
             *self.counts.entry(k).or_default() += n;
