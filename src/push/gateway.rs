@@ -191,8 +191,14 @@ impl Gateway {
                 short_room,
                 count,
                 actions,
+                counted,
             } => {
-                if !s.notifications.is_unread(user, short_room, count)? {
+                let still_news = if counted {
+                    s.notifications.is_unread(user, short_room, count)?
+                } else {
+                    s.rooms.membership(&room_id, user)?.as_deref() == Some("invite")
+                };
+                if !still_news {
                     return Ok(None);
                 }
                 let Some(pdu) = s.rooms.pdu_by_id(&event_id)? else {

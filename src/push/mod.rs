@@ -52,6 +52,9 @@ pub struct Notify {
     pub actions: Vec<Action>,
     /// The user's pushers to send it to.
     pub pushers: Vec<Destination>,
+    /// Counted as unread in the room (false for an invite: the invitee is
+    /// not in the room, and joining must not start with it unread).
+    pub counted: bool,
 }
 
 /// What a pusher's outbox item asks the gateway courier to send.
@@ -65,6 +68,10 @@ pub enum PushItem {
         short_room: u64,
         count: u64,
         actions: Vec<Action>,
+        /// See [`Notify::counted`]; an uncounted notification is skipped
+        /// once the invite has been answered.
+        #[serde(default = "yes")]
+        counted: bool,
     },
     /// The unread counts changed by reading: the badge is updated.
     Badge,
@@ -78,6 +85,12 @@ struct LoggedNotification {
     event_id: OwnedEventId,
     actions: Vec<Action>,
     ts: u64,
+    #[serde(default = "yes")]
+    counted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Unread counts of a user in a room.
@@ -120,7 +133,17 @@ impl Push {
 
     /// Which members to notify about a new event of `room`, per their push rules.
     pub async fn evaluate(&self, rooms: &Rooms, room: &RoomId, pdu: &Pdu) -> Result<Vec<Notify>> {
-        let members = rooms.joined_local_members(room)?;
+        let mut members = rooms.joined_local_members(room)?;
+        let member_count = UInt::new_saturating(members.len() as u64);
+        // An invitee is not a member yet, but `.m.rule.invite_for_me` is for them.
+        let mut invitee = local_invitee(rooms, pdu);
+        if let Some(user) = &invitee {
+            if members.iter().any(|(m, _)| m == user) {
+                invitee = None;
+            } else {
+                members.push((user.clone(), user.localpart().to_owned()));
+            }
+        }
         if members.len() <= 1 {
             return Ok(Vec::new());
         }
@@ -131,7 +154,6 @@ impl Push {
         let flat = FlattenedJson::from_raw(&event);
         let power_levels = rooms.power_levels(room)?;
         let thread = crate::rooms::thread_root_of(pdu);
-        let member_count = UInt::new_saturating(members.len() as u64);
         let mut notify = Vec::new();
         for (user, display_name) in members {
             if user == pdu.sender() {
@@ -155,12 +177,14 @@ impl Push {
             } else {
                 Vec::new()
             };
+            let counted = invitee.as_ref() != Some(&user);
             notify.push(Notify {
                 user,
                 highlight,
                 thread: thread.clone(),
                 actions,
                 pushers,
+                counted,
             });
         }
         Ok(notify)
@@ -179,18 +203,22 @@ impl Push {
     ) -> Result<()> {
         let ts = now_ms();
         for n in notify {
-            let record = json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread });
-            batch.put(
-                USERIDSHORTROOMIDCOUNT_NOTIFY,
-                &(n.user.clone(), short_room, count),
-                &Bytes(serde_json::to_vec(&record)?),
-            );
+            if n.counted {
+                let record =
+                    json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread });
+                batch.put(
+                    USERIDSHORTROOMIDCOUNT_NOTIFY,
+                    &(n.user.clone(), short_room, count),
+                    &Bytes(serde_json::to_vec(&record)?),
+                );
+            }
             let logged = LoggedNotification {
                 room_id: room.to_owned(),
                 short_room,
                 event_id: event.clone(),
                 actions: n.actions.clone(),
                 ts,
+                counted: n.counted,
             };
             batch.put(
                 USERIDCOUNT_PUSHLOG,
@@ -203,6 +231,7 @@ impl Push {
                 short_room,
                 count,
                 actions: n.actions.clone(),
+                counted: n.counted,
             };
             for to in &n.pushers {
                 self.outbox.stage(batch, to, &item)?;
@@ -265,10 +294,15 @@ impl Push {
                 continue;
             };
             let event = rooms.client_event_json(&pdu, &meta, None)?;
-            let read = !self.db.contains(
-                USERIDSHORTROOMIDCOUNT_NOTIFY,
-                &(user.to_owned(), logged.short_room, count),
-            )?;
+            let read = if logged.counted {
+                !self.db.contains(
+                    USERIDSHORTROOMIDCOUNT_NOTIFY,
+                    &(user.to_owned(), logged.short_room, count),
+                )?
+            } else {
+                // An invite is read once it is answered.
+                rooms.membership(&logged.room_id, user)?.as_deref() != Some("invite")
+            };
             notifications.push(json!({
                 "actions": logged.actions,
                 "event": serde_json::from_str::<Value>(&event)?,
@@ -308,6 +342,17 @@ impl Push {
         batch.commit()?;
         Ok(pruned)
     }
+}
+
+/// The local user an invite event invites.
+fn local_invitee(rooms: &Rooms, pdu: &Pdu) -> Option<OwnedUserId> {
+    if pdu.kind().to_string() != "m.room.member"
+        || pdu.content_str("membership").as_deref() != Some("invite")
+    {
+        return None;
+    }
+    let user = UserId::parse(pdu.state_key()?).ok()?;
+    (user.server_name() == rooms.server_name()).then_some(user)
 }
 
 /// The actions of the first of `rules` that applies to the event (what

@@ -663,7 +663,7 @@ async fn push_rules_have_the_spec_defaults_and_can_be_changed() {
 }
 
 #[tokio::test]
-async fn a_disabled_master_rule_silences_everything() {
+async fn enabling_the_master_rule_silences_everything() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
@@ -678,7 +678,13 @@ async fn a_disabled_master_rule_silences_everything() {
     let (_, body) = s
         .get("/_matrix/client/v3/notifications", Some(&bob.token))
         .await;
-    assert_eq!(body["notifications"], json!([]));
+    let bodies: Vec<&Value> = body["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["event"]["content"]["body"])
+        .collect();
+    assert!(!bodies.contains(&&json!("shh")), "{body}");
 }
 
 #[tokio::test]
@@ -732,8 +738,10 @@ async fn notifications_list_pages_highlights_and_read_state() {
         )
         .await;
     let rest: Vec<&Value> = page2["notifications"].as_array().unwrap().iter().collect();
-    assert_eq!(rest.len(), 2);
+    // Two messages, then bob's invite into the DM.
+    assert_eq!(rest.len(), 3);
     assert_eq!(rest[1]["event"]["event_id"], sent[0].as_str());
+    assert_eq!(rest[2]["event"]["content"]["membership"], "invite");
     assert!(page2.get("next_token").is_none_or(Value::is_null));
 
     let (_, highlights) = s
@@ -761,7 +769,8 @@ async fn notifications_list_pages_highlights_and_read_state() {
         .iter()
         .map(|n| n["read"].as_bool().unwrap())
         .collect();
-    assert_eq!(read, [false, false, false, true, true, true]);
+    // The invite is read: bob answered it by joining.
+    assert_eq!(read, [false, false, false, true, true, true, true]);
 
     let got = s
         .get(
@@ -770,4 +779,28 @@ async fn notifications_list_pages_highlights_and_read_state() {
         )
         .await;
     assert_error(&got, 400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn an_invite_rings_the_invitee() {
+    let s = quick_retries().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let gateway = Gateway::start().await;
+    set_pusher(&s, &bob, &gateway.url(), "k", json!({})).await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({ "preset": "private_chat", "name": "Secret" }),
+        )
+        .await;
+    let (status, body) = s.invite(&alice, &room, &bob.user_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let n = gateway.wait_for(1).await[0]["notification"].clone();
+    assert_eq!(n["type"], "m.room.member");
+    assert_eq!(n["membership"], "invite");
+    assert_eq!(n["user_is_target"], true);
+    assert_eq!(n["room_name"], "Secret");
+    assert_eq!(n["prio"], "high");
+    assert_eq!(n["devices"][0]["tweaks"]["sound"], "default");
 }
