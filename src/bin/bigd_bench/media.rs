@@ -11,15 +11,19 @@ use super::client::Client;
 use super::scenarios::{Ctx, Outcome, Report, per_second};
 use super::stats::{Errors, Latencies, Phase, round3};
 
-/// A PNG of `width`×`height` whose pixels depend on `seed` (distinct content).
-fn image(seed: u32, width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
+/// A PNG of `width`×`height`, distinct for each (`run`, `n`).
+fn image(run: u32, n: u32, width: u32, height: u32) -> Vec<u8> {
+    let mut img = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([
-            (x.wrapping_add(seed) % 256) as u8,
+            (x.wrapping_add(n) % 256) as u8,
             (y.wrapping_mul(3) % 256) as u8,
-            (seed % 256) as u8,
+            (run % 256) as u8,
         ])
     });
+    // The first two pixels carry the whole of `run` and `n`.
+    let [a, b, c, d] = run.to_be_bytes();
+    img.put_pixel(0, 0, image::Rgb([a, b, c]));
+    img.put_pixel(1, 0, image::Rgb([d, (n >> 8) as u8, n as u8]));
     let mut out = Cursor::new(Vec::new());
     // Encoding a generated image cannot fail.
     let _ = img.write_to(&mut out, image::ImageFormat::Png);
@@ -110,10 +114,15 @@ pub async fn media(ctx: &Ctx, size_mb: usize, rounds: usize, thumbnails: usize) 
     let download_wall = started.elapsed();
 
     eprintln!("measuring: thumbnails of {thumbnails} distinct 1024x768 PNGs");
+    // Distinct from earlier runs' images too, or their cached thumbnails serve.
+    let seed = ctx
+        .prefix
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     let sources: Vec<Result<String, String>> = stream::iter(0..thumbnails)
         .map(|i| {
             let user = &user;
-            async move { upload(user, "image/png", image(i as u32, 1024, 768)).await }
+            async move { upload(user, "image/png", image(seed, i as u32, 1024, 768)).await }
         })
         .buffer_unordered(ctx.concurrency.min(4))
         .collect()
