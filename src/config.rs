@@ -88,6 +88,21 @@ pub struct WellKnownConfig {
     pub server: Option<String>,
     /// `m.homeserver.base_url` in `/.well-known/matrix/client`. Unset: `public_baseurl`.
     pub client: Option<String>,
+    /// `support_page` in `/.well-known/matrix/support`.
+    pub support_page: Option<String>,
+    /// `contacts` in `/.well-known/matrix/support`. With neither this nor
+    /// `support_page`, the endpoint answers 404.
+    pub support_contacts: Vec<SupportContact>,
+}
+
+/// An admin or security contact published in `/.well-known/matrix/support`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    /// `m.role.admin` or `m.role.security`.
+    pub role: String,
+    pub matrix_id: Option<String>,
+    pub email_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -456,6 +471,20 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return err("well_known.client", "must be an http:// or https:// URL");
+        }
+        for (i, contact) in self.well_known.support_contacts.iter().enumerate() {
+            if contact.matrix_id.is_none() && contact.email_address.is_none() {
+                return err(
+                    &format!("well_known.support_contacts[{i}]"),
+                    "needs a matrix_id or an email_address",
+                );
+            }
+            if contact.role.is_empty() {
+                return err(
+                    &format!("well_known.support_contacts[{i}].role"),
+                    "must not be empty",
+                );
+            }
         }
         if self.auth.refreshable_access_token_lifetime_ms < 1_000 {
             return err(

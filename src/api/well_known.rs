@@ -1,4 +1,5 @@
-//! `/.well-known/matrix/{client,server}`: server discovery from config.
+//! `/.well-known/matrix/{client,server,support}`: server discovery and
+//! support contacts, from config.
 
 use axum::{Json, Router, extract::State, routing::get};
 use http::StatusCode;
@@ -10,6 +11,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/matrix/client", get(client))
         .route("/.well-known/matrix/server", get(server))
+        .route("/.well-known/matrix/support", get(support))
 }
 
 async fn client(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -25,4 +27,34 @@ async fn server(State(s): State<AppState>) -> Result<Json<serde_json::Value>> {
             "This server does not delegate federation (well_known.server is not set)",
         )),
     }
+}
+
+async fn support(State(s): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let wk = &s.config.well_known;
+    if wk.support_page.is_none() && wk.support_contacts.is_empty() {
+        return Err(Error::new(
+            StatusCode::NOT_FOUND,
+            ruma::api::error::ErrorKind::NotFound,
+            "No support information is published (well_known.support_page and support_contacts are not set)",
+        ));
+    }
+    let contacts: Vec<serde_json::Value> = wk
+        .support_contacts
+        .iter()
+        .map(|c| {
+            let mut entry = serde_json::json!({ "role": c.role });
+            if let Some(id) = &c.matrix_id {
+                entry["matrix_id"] = serde_json::json!(id);
+            }
+            if let Some(email) = &c.email_address {
+                entry["email_address"] = serde_json::json!(email);
+            }
+            entry
+        })
+        .collect();
+    let mut body = serde_json::json!({ "contacts": contacts });
+    if let Some(page) = &wk.support_page {
+        body["support_page"] = serde_json::json!(page);
+    }
+    Ok(Json(body))
 }

@@ -21,6 +21,7 @@ mod state;
 mod test_support;
 mod timeline;
 mod upgrade;
+pub mod user_directory;
 
 use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
 

@@ -38,6 +38,8 @@ pub struct Users {
     /// Serialises every read-modify-write of devices and sessions with the
     /// commits that delete them, so a stale write never resurrects a device.
     device_lock: std::sync::Arc<parking_lot::Mutex<()>>,
+    /// Serialises read-modify-write updates of account data (room tags).
+    account_data_lock: std::sync::Arc<parking_lot::Mutex<()>>,
     passwords: std::sync::Arc<password::Passwords>,
 }
 
@@ -47,6 +49,7 @@ impl Users {
             db,
             server_name,
             device_lock: Default::default(),
+            account_data_lock: Default::default(),
             passwords: Default::default(),
         }
     }
@@ -170,6 +173,11 @@ impl Users {
     /// a batch that deletes one.
     pub fn device_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.device_lock.lock()
+    }
+
+    /// Held while an account data entry is read, changed and written back.
+    pub fn account_data_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.account_data_lock.lock()
     }
 
     /// Password hashing, bounded in concurrency.

@@ -6,6 +6,7 @@ mod accounts;
 mod cli;
 mod common;
 mod devices;
+mod directory_users;
 mod discovery;
 mod e2ee;
 mod ephemeral;

@@ -19,7 +19,9 @@ mod rooms;
 mod search;
 mod session;
 mod sync;
+mod tags;
 mod to_device;
+mod user_directory;
 
 use axum::Router;
 
@@ -79,6 +81,11 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(push::pushers)
         .ruma(push::set_pusher)
         .ruma(push::notifications)
+        // room tags and the user directory
+        .ruma(tags::get)
+        .ruma(tags::put)
+        .ruma(tags::delete)
+        .ruma(user_directory::search)
         // filters
         .ruma(filter::create)
         .ruma(filter::get)

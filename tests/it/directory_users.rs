@@ -1,0 +1,159 @@
+//! Room tags, the user directory and the support well-known.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn room_tags_are_set_listed_synced_and_deleted() {
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    let base = format!(
+        "/_matrix/client/v3/user/{}/rooms/{room}/tags",
+        alice.user_id
+    );
+    let (status, body) = s.get(&base, Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({ "tags": {} }));
+    for (tag, info) in [
+        ("m.favourite", json!({ "order": 0.5 })),
+        ("u.work", json!({})),
+    ] {
+        let (status, body) = s
+            .put(&format!("{base}/{tag}"), Some(&alice.token), info)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (_, body) = s.get(&base, Some(&alice.token)).await;
+    assert_eq!(body["tags"]["m.favourite"]["order"], 0.5);
+    assert_eq!(body["tags"]["u.work"], json!({}));
+
+    // Tags reach sync as the room's m.tag account data.
+    let synced = sync(&s, &alice, "").await;
+    let events = synced["rooms"]["join"][&room]["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let tag_event = events.iter().find(|e| e["type"] == "m.tag").expect("m.tag");
+    assert_eq!(tag_event["content"]["tags"]["m.favourite"]["order"], 0.5);
+
+    let (status, _) = s
+        .delete(&format!("{base}/u.work"), Some(&alice.token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = s.get(&base, Some(&alice.token)).await;
+    assert!(body["tags"].get("u.work").is_none());
+    assert!(body["tags"].get("m.favourite").is_some());
+
+    // Only one's own tags.
+    let got = s.get(&base, Some(&bob.token)).await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+    let long = "x".repeat(300);
+    let got = s
+        .put(&format!("{base}/{long}"), Some(&alice.token), json!({}))
+        .await;
+    assert_error(&got, 400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn the_user_directory_finds_room_mates_and_public_room_members_only() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let dave = s.register("dave").await;
+    // alice and bob share a private room; carol is in a public room; dave is in
+    // nothing anyone else is in.
+    let private = s
+        .create_room(
+            &alice,
+            json!({ "preset": "private_chat", "invite": [bob.user_id] }),
+        )
+        .await;
+    s.join(&bob, &private).await;
+    let public = s
+        .create_room(
+            &carol,
+            json!({ "preset": "public_chat", "visibility": "public" }),
+        )
+        .await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            Some(&bob.token),
+            json!({ "displayname": "Bobby Tables" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The display name in the room follows the profile only through a new
+    // member event, so set it there too.
+    s.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{private}/state/m.room.member/{}",
+            bob.user_id
+        ),
+        Some(&bob.token),
+        json!({ "membership": "join", "displayname": "Bobby Tables" }),
+    )
+    .await;
+    let _ = public;
+
+    let search = |who: &Session, term: &str, limit: u64| {
+        let body = json!({ "search_term": term, "limit": limit });
+        let token = who.token.clone();
+        let s = &s;
+        async move {
+            s.post(
+                "/_matrix/client/v3/user_directory/search",
+                Some(&token),
+                body,
+            )
+            .await
+        }
+    };
+    let (status, got) = search(&alice, "tables", 10).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let results = got["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["user_id"], bob.user_id.as_str());
+    assert_eq!(results[0]["display_name"], "Bobby Tables");
+    assert_eq!(got["limited"], false);
+
+    let (_, got) = search(&alice, "carol", 10).await;
+    assert_eq!(
+        got["results"][0]["user_id"],
+        carol.user_id.as_str(),
+        "public room member"
+    );
+    let (_, got) = search(&alice, "dave", 10).await;
+    assert_eq!(got["results"], json!([]), "a stranger is not found");
+    let (_, got) = search(&dave, "bob", 10).await;
+    assert_eq!(got["results"], json!([]));
+
+    let (_, got) = search(&alice, "localhost", 1).await;
+    assert_eq!(got["results"].as_array().unwrap().len(), 1);
+    assert_eq!(got["limited"], true);
+}
+
+#[tokio::test]
+async fn support_contacts_are_published_when_configured() {
+    let s = TestServer::start().await;
+    let got = s.get("/.well-known/matrix/support", None).await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+    let s = TestServer::start_with(|c| {
+        c.well_known.support_page = Some("https://iambig.ai/support".into());
+        c.well_known.support_contacts = vec![bigd::config::SupportContact {
+            role: "m.role.admin".into(),
+            matrix_id: Some("@admin:localhost".into()),
+            email_address: None,
+        }];
+    })
+    .await;
+    let (status, body) = s.get("/.well-known/matrix/support", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["support_page"], "https://iambig.ai/support");
+    assert_eq!(
+        body["contacts"],
+        json!([{ "role": "m.role.admin", "matrix_id": "@admin:localhost" }])
+    );
+}
