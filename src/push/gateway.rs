@@ -120,6 +120,20 @@ enum Sent {
     Failed(String),
 }
 
+/// Most bytes of a gateway's answer read: it only carries `rejected`.
+const MAX_ANSWER: usize = 64 * 1024;
+
+async fn read_bounded(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            return None;
+        }
+    }
+    Some(body)
+}
+
 fn retry(done: usize, reason: &str) -> Delivery {
     Delivery {
         done,
@@ -142,11 +156,10 @@ impl Gateway {
         };
         let status = response.status();
         if status.is_success() {
-            // A gateway that answers 200 without a body rejected nothing.
-            let rejected = response
-                .json::<Value>()
+            // A gateway that answers 200 without a (readable) body rejected nothing.
+            let rejected = read_bounded(response)
                 .await
-                .ok()
+                .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
                 .and_then(|v| serde_json::from_value(v["rejected"].clone()).ok())
                 .unwrap_or_default();
             return Sent::Accepted { rejected };

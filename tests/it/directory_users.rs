@@ -157,3 +157,20 @@ async fn support_contacts_are_published_when_configured() {
         json!([{ "role": "m.role.admin", "matrix_id": "@admin:localhost" }])
     );
 }
+
+#[tokio::test]
+async fn mutual_rooms_lists_the_rooms_both_are_in() {
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    let carol = s.register("carol").await;
+    let alone = s.create_room(&alice, json!({})).await;
+    let _ = alone;
+    let path = |u: &str| format!("/_matrix/client/v1/mutual_rooms?user_id={}", urlencode(u));
+    let (status, body) = s.get(&path(&bob.user_id), Some(&alice.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["joined"], json!([room]));
+    assert_eq!(body["count"], 1);
+    let (_, body) = s.get(&path(&carol.user_id), Some(&alice.token)).await;
+    assert_eq!(body["joined"], json!([]));
+    let got = s.get(&path(&alice.user_id), Some(&alice.token)).await;
+    assert_error(&got, 400, "M_INVALID_PARAM");
+}

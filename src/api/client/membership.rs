@@ -6,8 +6,8 @@ use ruma::{
     api::client::{
         knock::knock_room,
         membership::{
-            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
-            kick_user, leave_room, unban_user,
+            ban_user, forget_room, get_mutual_rooms, invite_user, join_room_by_id,
+            join_room_by_id_or_alias, kick_user, leave_room, unban_user,
         },
     },
 };
@@ -170,4 +170,48 @@ pub async fn knock(
         )
         .await?;
     Ok(knock_room::v3::Response::new(room).into())
+}
+
+/// Rooms per page of `/mutual_rooms`.
+const MUTUAL_ROOMS_PAGE: usize = 100;
+
+/// `GET /v1/mutual_rooms`: the rooms both the caller and `user_id` are joined
+/// to, sorted by id, paged with the last id of the previous page.
+pub async fn mutual_rooms(
+    State(s): State<AppState>,
+    req: Ruma<get_mutual_rooms::v1::Request>,
+) -> Result<RumaResponse<get_mutual_rooms::v1::Response>> {
+    let me = req.identity()?;
+    let b = &req.body;
+    if b.user_id == me.user_id {
+        return Err(Error::invalid_param(
+            "Mutual rooms with yourself are your joined rooms (GET /joined_rooms)",
+        ));
+    }
+    let theirs: std::collections::BTreeSet<_> =
+        s.rooms.joined_rooms(&b.user_id)?.into_iter().collect();
+    let mut shared: Vec<_> = s
+        .rooms
+        .joined_rooms(&me.user_id)?
+        .into_iter()
+        .filter(|r| theirs.contains(r))
+        .collect();
+    shared.sort();
+    let count = ruma::UInt::new_saturating(shared.len() as u64);
+    let start = match &b.from {
+        Some(from) => shared.partition_point(|r| r.as_str() <= from.as_str()),
+        None => 0,
+    };
+    let page: Vec<_> = shared
+        .iter()
+        .skip(start)
+        .take(MUTUAL_ROOMS_PAGE)
+        .cloned()
+        .collect();
+    let next_batch = (start + page.len() < shared.len())
+        .then(|| page.last().map(|r| r.to_string()))
+        .flatten();
+    let mut response = get_mutual_rooms::v1::Response::new(count, page);
+    response.next_batch = next_batch;
+    Ok(response.into())
 }

@@ -131,6 +131,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(membership::unban)
         .ruma(membership::forget)
         .ruma(membership::knock)
+        .ruma(membership::mutual_rooms)
         // aliases and directory
         .ruma(directory::create)
         .ruma(directory::get)
