@@ -9,6 +9,7 @@ mod aliases;
 mod append;
 mod changes;
 mod create;
+mod hierarchy;
 mod incoming;
 mod membership;
 mod pdu;

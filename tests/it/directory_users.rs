@@ -174,3 +174,103 @@ async fn mutual_rooms_lists_the_rooms_both_are_in() {
     let got = s.get(&path(&alice.user_id), Some(&alice.token)).await;
     assert_error(&got, 400, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn a_space_hierarchy_lists_visible_children_breadth_first() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let space = s
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "name": "BIG", "creation_content": { "type": "m.space" } }),
+        )
+        .await;
+    let sub = s
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "creation_content": { "type": "m.space" } }),
+        )
+        .await;
+    let general = s
+        .create_room(
+            &alice,
+            json!({ "preset": "public_chat", "name": "General" }),
+        )
+        .await;
+    let secret = s
+        .create_room(&alice, json!({ "preset": "private_chat" }))
+        .await;
+    let deep = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    let link = |parent: &str, child: &str, suggested: bool| {
+        let path = format!("/_matrix/client/v3/rooms/{parent}/state/m.space.child/{child}");
+        let body = json!({ "via": ["localhost"], "suggested": suggested });
+        let token = alice.token.clone();
+        let s = &s;
+        async move {
+            let (status, body) = s.put(&path, Some(&token), body).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    link(&space, &general, true).await;
+    link(&space, &sub, false).await;
+    link(&space, &secret, false).await;
+    link(&sub, &deep, false).await;
+
+    let path = |q: &str| format!("/_matrix/client/v1/rooms/{space}/hierarchy?{q}");
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, body) = s.get(&path(""), Some(&bob.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = ids(&body);
+    assert_eq!(got[0], space);
+    assert!(got.contains(&general) && got.contains(&sub) && got.contains(&deep));
+    assert!(!got.contains(&secret), "bob cannot see the private room");
+    assert_eq!(body["rooms"][0]["name"], "BIG");
+    assert_eq!(body["rooms"][0]["room_type"], "m.space");
+    assert_eq!(
+        body["rooms"][0]["children_state"].as_array().unwrap().len(),
+        3
+    );
+    // alice is in the private room, so she sees it.
+    let (_, body) = s.get(&path(""), Some(&alice.token)).await;
+    assert!(ids(&body).contains(&secret));
+
+    let (_, body) = s.get(&path("max_depth=1"), Some(&bob.token)).await;
+    assert!(!ids(&body).contains(&deep));
+    let (_, body) = s.get(&path("suggested_only=true"), Some(&bob.token)).await;
+    assert_eq!(ids(&body), [space.clone(), general.clone()]);
+
+    let (_, first) = s.get(&path("limit=2"), Some(&bob.token)).await;
+    assert_eq!(ids(&first).len(), 2);
+    let next = first["next_batch"].as_str().unwrap().to_owned();
+    let (_, second) = s
+        .get(&path(&format!("limit=2&from={next}")), Some(&bob.token))
+        .await;
+    assert_eq!(ids(&second).len(), 2);
+    assert!(second.get("next_batch").is_none_or(|v| v.is_null()));
+
+    let private_space = s
+        .create_room(
+            &alice,
+            json!({ "preset": "private_chat", "creation_content": { "type": "m.space" } }),
+        )
+        .await;
+    let got = s
+        .get(
+            &format!("/_matrix/client/v1/rooms/{private_space}/hierarchy"),
+            Some(&bob.token),
+        )
+        .await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+    let got = s.get(&path("from=nonsense"), Some(&bob.token)).await;
+    assert_error(&got, 400, "M_INVALID_PARAM");
+}

@@ -18,6 +18,7 @@ mod relations;
 mod rooms;
 mod search;
 mod session;
+mod space;
 mod sync;
 mod tags;
 mod to_device;
@@ -111,6 +112,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(rooms::redact)
         .ruma(rooms::upgrade)
         .ruma(rooms::summary)
+        .ruma(space::hierarchy)
         .ruma(relations::all)
         .ruma(relations::by_rel_type)
         .ruma(relations::by_rel_and_event_type)
