@@ -37,6 +37,7 @@ pub struct Config {
     pub push: PushConfig,
     pub outbox: OutboxConfig,
     pub media: MediaConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,6 +327,34 @@ impl Default for UrlPreviewConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// TURN server URIs handed to clients for calls (`GET /voip/turnServer`),
+    /// e.g. "turn:turn.example.org:3478?transport=udp". Empty: no TURN.
+    pub uris: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`): each
+    /// user gets a time-limited username and an HMAC password from it.
+    pub shared_secret: Option<String>,
+    /// Fixed credentials instead of a shared secret.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long credentials from the shared secret stay valid.
+    pub user_lifetime_ms: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            uris: Vec::new(),
+            shared_secret: None,
+            username: None,
+            password: None,
+            user_lifetime_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -352,6 +381,7 @@ impl Default for Config {
             push: PushConfig::default(),
             outbox: OutboxConfig::default(),
             media: MediaConfig::default(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -532,6 +562,19 @@ impl Config {
                     &format!("{bad:?} is not an address range like 10.0.0.0/8 or fc00::/7"),
                 );
             }
+        }
+        let turn = &self.turn;
+        if !turn.uris.is_empty()
+            && turn.shared_secret.is_none()
+            && (turn.username.is_none() || turn.password.is_none())
+        {
+            return err(
+                "turn.uris",
+                "TURN needs turn.shared_secret, or turn.username and turn.password",
+            );
+        }
+        if turn.user_lifetime_ms < 60_000 {
+            return err("turn.user_lifetime_ms", "must be at least 60000 (1 min)");
         }
         if self.push.gateway_timeout_ms < 100 {
             return err("push.gateway_timeout_ms", "must be at least 100");

@@ -128,6 +128,9 @@ pub const USERIDAPPIDPUSHKEY_PUSHER: Table<(OwnedUserId, String, String), Raw> =
 pub const APPIDPUSHKEYUSERID_: Table<(String, String, OwnedUserId), ()> =
     Table::new("appidpushkeyuserid_");
 
+/// OpenID tokens by their SHA-256: {user, expires_ms}.
+pub const OPENIDHASH_TOKEN: Table<String, Raw> = Table::new("openidhash_token");
+
 // --- media ---
 
 /// Media by id: {sha256, size, content_type, filename, uploader, created_ms, pending_until_ms}.
@@ -223,6 +226,7 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDAPPIDPUSHKEY_PUSHER.name,
     APPIDPUSHKEYUSERID_.name,
     DESTINATIONSEQ_OUTBOXITEM.name,
+    OPENIDHASH_TOKEN.name,
     MEDIAID_MEDIA.name,
     USERIDMEDIAID_.name,
     SHA256MEDIAID_.name,

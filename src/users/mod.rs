@@ -2,6 +2,8 @@
 
 mod account_data;
 mod devices;
+mod openid;
+pub use self::openid::OPENID_LIFETIME;
 mod profile;
 
 use ruma::{OwnedUserId, UserId};

@@ -274,3 +274,132 @@ async fn a_space_hierarchy_lists_visible_children_breadth_first() {
     let got = s.get(&path("from=nonsense"), Some(&bob.token)).await;
     assert_error(&got, 400, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn turn_credentials_come_from_the_shared_secret() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let (status, body) = s
+        .get("/_matrix/client/v3/voip/turnServer", Some(&alice.token))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({}), "no TURN configured");
+
+    let s = TestServer::start_with(|c| {
+        c.turn.uris = vec!["turn:turn.example.org:3478?transport=udp".into()];
+        c.turn.shared_secret = Some("s3cret".into());
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let (status, body) = s
+        .get("/_matrix/client/v3/voip/turnServer", Some(&alice.token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["uris"],
+        json!(["turn:turn.example.org:3478?transport=udp"])
+    );
+    assert_eq!(body["ttl"], 86400);
+    let username = body["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, alice.user_id);
+    assert!(expiry.parse::<u64>().unwrap() > 1_700_000_000);
+    assert_eq!(body["password"].as_str().unwrap().len(), 28);
+}
+
+#[tokio::test]
+async fn openid_tokens_identify_their_user_over_federation() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let (status, body) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/user/{}/openid/request_token",
+                alice.user_id
+            ),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["matrix_server_name"], "localhost");
+    assert_eq!(body["expires_in"], 3600);
+    let token = body["access_token"].as_str().unwrap();
+    let (status, info) = s
+        .get(
+            &format!("/_matrix/federation/v1/openid/userinfo?access_token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info, json!({ "sub": alice.user_id }));
+    let got = s
+        .get(
+            "/_matrix/federation/v1/openid/userinfo?access_token=nope",
+            None,
+        )
+        .await;
+    assert_error(&got, 401, "M_UNKNOWN_TOKEN");
+    let bob = s.register("bob").await;
+    let got = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/user/{}/openid/request_token",
+                alice.user_id
+            ),
+            Some(&bob.token),
+            json!({}),
+        )
+        .await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn whois_shows_ones_own_devices_and_third_party_lookups_find_nothing() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/admin/whois/{}", alice.user_id),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], alice.user_id.as_str());
+    let sessions = &body["devices"][&alice.device_id]["sessions"];
+    assert!(
+        sessions[0]["connections"][0]["ip"].as_str().is_some(),
+        "{body}"
+    );
+    let got = s
+        .get(
+            &format!("/_matrix/client/v3/admin/whois/{}", alice.user_id),
+            Some(&bob.token),
+        )
+        .await;
+    assert_error(&got, 403, "M_FORBIDDEN");
+
+    let (status, body) = s
+        .get(
+            "/_matrix/client/v3/thirdparty/protocols",
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    let got = s
+        .get(
+            "/_matrix/client/v3/thirdparty/protocol/irc",
+            Some(&alice.token),
+        )
+        .await;
+    assert_error(&got, 404, "M_NOT_FOUND");
+    let (status, body) = s
+        .get(
+            "/_matrix/client/v3/thirdparty/location?alias=%23a%3Alocalhost",
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+}

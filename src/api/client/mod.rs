@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod backup;
 mod dehydrated;
 mod devices;
@@ -11,6 +12,7 @@ mod ephemeral;
 mod filter;
 mod keys;
 mod membership;
+mod openid;
 mod presence;
 mod profile;
 mod push;
@@ -21,8 +23,10 @@ mod session;
 mod space;
 mod sync;
 mod tags;
+mod thirdparty;
 mod to_device;
 mod user_directory;
+mod voip;
 
 use axum::Router;
 
@@ -44,6 +48,15 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(account::username_available)
         .ruma(account::registration_token_validity)
         .ruma(account::whoami)
+        .ruma(admin::whois)
+        .ruma(openid::request_token)
+        .ruma(voip::turn_server)
+        .ruma(thirdparty::protocols)
+        .ruma(thirdparty::protocol)
+        .ruma(thirdparty::location_for_protocol)
+        .ruma(thirdparty::user_for_protocol)
+        .ruma(thirdparty::location_for_alias)
+        .ruma(thirdparty::user_for_user_id)
         .ruma(account::change_password)
         .ruma(account::deactivate)
         .ruma(account::threepids)
