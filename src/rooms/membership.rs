@@ -331,3 +331,44 @@ impl Rooms {
         self.append(room, sender, draft).await
     }
 }
+
+impl Rooms {
+    /// Carries a changed display name or avatar into the user's member event
+    /// in every room they are joined to, as clients show names from there.
+    /// Rooms where nothing changes get no event; a room that refuses the
+    /// event is logged and skipped.
+    pub async fn propagate_profile(
+        &self,
+        user: &UserId,
+        displayname: Option<&str>,
+        avatar_url: Option<&str>,
+    ) -> Result<usize> {
+        let mut updated = 0;
+        for room in self.joined_rooms(user)? {
+            let state = self.current_state(&room)?;
+            let Some(current) = self.state_event(&state, "m.room.member", user.as_str())? else {
+                continue;
+            };
+            let Value::Object(mut content) = current.content_value() else {
+                continue;
+            };
+            let before = content.clone();
+            for (field, value) in [("displayname", displayname), ("avatar_url", avatar_url)] {
+                match value {
+                    Some(v) => content.insert(field.to_owned(), Value::String(v.to_owned())),
+                    None => content.remove(field),
+                };
+            }
+            if content == before {
+                continue;
+            }
+            match self.set_membership(&room, user, user, content).await {
+                Ok(_) => updated += 1,
+                Err(e) => {
+                    tracing::warn!(%room, %user, error = %e, "cannot update the member event")
+                }
+            }
+        }
+        Ok(updated)
+    }
+}

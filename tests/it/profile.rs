@@ -202,3 +202,40 @@ async fn custom_fields_and_their_limits() {
         "M_NOT_FOUND",
     );
 }
+
+#[tokio::test]
+async fn display_name_and_avatar_changes_reach_the_member_events() {
+    let (s, alice, bob, room) = crate::common::alice_and_bob_in_a_public_room().await;
+    let member = format!(
+        "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+        alice.user_id
+    );
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            Some(&alice.token),
+            serde_json::json!({ "displayname": "Alice Liddell" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.put(
+        &format!("/_matrix/client/v3/profile/{}/avatar_url", alice.user_id),
+        Some(&alice.token),
+        serde_json::json!({ "avatar_url": "mxc://localhost/abc" }),
+    )
+    .await;
+    let (_, content) = s.get(&member, Some(&bob.token)).await;
+    assert_eq!(content["displayname"], "Alice Liddell");
+    assert_eq!(content["avatar_url"], "mxc://localhost/abc");
+    assert_eq!(content["membership"], "join");
+
+    s.delete(
+        &format!("/_matrix/client/v3/profile/{}/avatar_url", alice.user_id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    let (_, content) = s.get(&member, Some(&bob.token)).await;
+    assert!(content.get("avatar_url").is_none(), "{content}");
+    assert_eq!(content["displayname"], "Alice Liddell");
+}

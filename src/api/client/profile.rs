@@ -66,11 +66,10 @@ pub async fn set_field(
     let me = req.identity()?;
     ensure_self(&me.user_id, &req.body.user_id, "change the profile")?;
     let value = &req.body.value;
-    s.users.set_profile_field(
-        &me.user_id,
-        value.field_name().as_str(),
-        value.value().into_owned(),
-    )?;
+    let field = value.field_name();
+    s.users
+        .set_profile_field(&me.user_id, field.as_str(), value.value().into_owned())?;
+    propagate_if_shown_in_rooms(&s, &me.user_id, field.as_str()).await?;
     Ok(set_profile_field::v3::Response::new().into())
 }
 
@@ -82,5 +81,20 @@ pub async fn delete_field(
     ensure_self(&me.user_id, &req.body.user_id, "change the profile")?;
     s.users
         .delete_profile_field(&me.user_id, req.body.field.as_str())?;
+    propagate_if_shown_in_rooms(&s, &me.user_id, req.body.field.as_str()).await?;
     Ok(delete_profile_field::v3::Response::new().into())
+}
+
+/// Display names and avatars also live in each room's member event.
+async fn propagate_if_shown_in_rooms(s: &AppState, user: &ruma::UserId, field: &str) -> Result<()> {
+    if !matches!(field, "displayname" | "avatar_url") {
+        return Ok(());
+    }
+    let profile = s.users.profile(user)?;
+    let text = |key: &str| profile.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let (name, avatar) = (text("displayname"), text("avatar_url"));
+    s.rooms
+        .propagate_profile(user, name.as_deref(), avatar.as_deref())
+        .await?;
+    Ok(())
 }
