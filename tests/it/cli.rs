@@ -222,3 +222,66 @@ fn admin_password_from_the_environment() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("@env:localhost"));
 }
+
+#[tokio::test]
+async fn delete_user_media_removes_a_users_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path().to_path_buf());
+    let server = bigd::Server::start(config.clone()).await.unwrap();
+    let http = {
+        bigd::util::install_tls_provider();
+        reqwest::Client::new()
+    };
+    let base = server.base_url();
+    let resp: serde_json::Value = http
+        .post(format!("{base}/_matrix/client/v3/register"))
+        .json(&json!({ "username": "mallory", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = resp["access_token"].as_str().unwrap().to_owned();
+    let uploaded: serde_json::Value = http
+        .post(format!("{base}/_matrix/media/v3/upload"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("spam")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = uploaded["content_uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    server.shutdown().await.unwrap();
+
+    let out = bigd(dir.path())
+        .args(["delete-user-media", "--user", "mallory"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 1 media of @mallory:localhost"));
+
+    let server = bigd::Server::start(config).await.unwrap();
+    let base = server.base_url();
+    let status = http
+        .get(format!("{base}/_matrix/media/v3/download/localhost/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    server.shutdown().await.unwrap();
+}
