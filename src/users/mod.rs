@@ -3,6 +3,7 @@
 mod account_data;
 mod devices;
 mod profile;
+mod threepids;
 
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ pub use self::{
     account_data::{AccountDataChange, AccountDataEntry},
     devices::{DeviceRecord, generate_device_id},
     profile::{MAX_PROFILE_BYTES, MAX_PROFILE_KEY_BYTES},
+    threepids::{BoundNumber, ThreepidRecord},
 };
 use crate::{
     auth::password,

@@ -18,6 +18,7 @@ mod relations;
 mod rooms;
 mod search;
 mod session;
+mod sms;
 mod sync;
 mod to_device;
 
@@ -158,6 +159,27 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(dehydrated::get)
         .ruma(dehydrated::delete)
         .ruma(dehydrated::events)
+        // phone numbers: sign-in by SMS and msisdn 3PIDs (docs/phone.md)
+        .ruma(account::add_threepid)
+        .ruma(account::delete_threepid)
+        .ruma(account::bind_threepid)
+        .ruma(account::unbind_threepid)
+        .route(
+            "/_matrix/client/unstable/ai.iambig/sms/request",
+            axum::routing::post(sms::request_code),
+        )
+        .route(
+            "/_matrix/client/unstable/ai.iambig/msisdn/submit_token",
+            axum::routing::post(sms::submit_token),
+        )
+        .route(
+            "/_matrix/client/v3/account/3pid",
+            axum::routing::post(sms::add_threepid_via_identity_server),
+        )
+        .route(
+            "/_matrix/client/r0/account/3pid",
+            axum::routing::post(sms::add_threepid_via_identity_server),
+        )
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.

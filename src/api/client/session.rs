@@ -10,7 +10,7 @@ use crate::{
         AppState,
         ruma::{Ruma, RumaResponse},
     },
-    auth::parse_user_input,
+    auth::{IssuedTokens, SmsLogin, parse_user_input},
     error::{Error, Result},
 };
 
@@ -18,7 +18,9 @@ pub async fn login_types(
     State(_): State<AppState>,
     _: Ruma<login_types::Request>,
 ) -> Result<RumaResponse<login_types::Response>> {
-    Ok(login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new())]).into())
+    let sms = LoginType::new(SMS_LOGIN_TYPE, Default::default())
+        .map_err(|e| Error::internal(format!("cannot build the SMS login type: {e}")))?;
+    Ok(login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new()), sms]).into())
 }
 
 #[allow(deprecated)] // the legacy `user` field is still sent by old clients
@@ -27,6 +29,27 @@ pub async fn login(
     req: Ruma<login_api::Request>,
 ) -> Result<RumaResponse<login_api::Response>> {
     let body = req.body;
+    if body.login_info.login_type() == SMS_LOGIN_TYPE {
+        let data = body.login_info.data();
+        let field = |name: &str| {
+            data.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::missing_param(format!("The SMS login needs \"{name}\" (a string)"))
+                })
+        };
+        let login = SmsLogin {
+            session: field("session")?,
+            code: field("code")?,
+            device_id: body.device_id,
+            initial_device_display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+            client_ip: req.client_ip,
+        };
+        let tokens = s.auth.login_sms(login).await?;
+        return Ok(login_response(&s, tokens).into());
+    }
     let LoginInfo::Password(password) = body.login_info else {
         return Err(Error::new(
             http::StatusCode::BAD_REQUEST,
@@ -35,7 +58,7 @@ pub async fn login(
         ));
     };
     let user = match (&password.identifier, &password.user) {
-        (Some(identifier), _) => crate::auth::identifier_user(identifier, s.users.server_name())?,
+        (Some(identifier), _) => s.auth.login_identifier_user(identifier)?,
         (None, Some(user)) => parse_user_input(user, s.users.server_name())?,
         (None, None) => return Err(Error::missing_param("The login needs an identifier")),
     };
@@ -50,6 +73,13 @@ pub async fn login(
             &req.client_ip,
         )
         .await?;
+    Ok(login_response(&s, tokens).into())
+}
+
+/// The login type of sign-in by SMS code (docs/extensions.md).
+pub const SMS_LOGIN_TYPE: &str = "ai.iambig.login.sms";
+
+fn login_response(s: &AppState, tokens: IssuedTokens) -> login_api::Response {
     let mut response =
         login_api::Response::new(tokens.user_id, tokens.access_token, tokens.device_id);
     response.refresh_token = tokens.refresh_token;
@@ -57,7 +87,7 @@ pub async fn login(
     response.well_known = Some(DiscoveryInfo::new(HomeserverInfo::new(
         s.config.client_base_url(),
     )));
-    Ok(response.into())
+    response
 }
 
 pub async fn logout(
