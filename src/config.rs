@@ -368,11 +368,11 @@ impl Default for SmsConfig {
             max_attempts: 5,
             send_timeout_ms: 10_000,
             rate_limit_per_number: RateLimit {
-                per_second: 1.0 / 600.0,
+                per_second: 0.002,
                 burst: 5,
             },
             rate_limit_per_ip: RateLimit {
-                per_second: 1.0 / 60.0,
+                per_second: 0.02,
                 burst: 10,
             },
         }

@@ -18,6 +18,7 @@ mod rate_limits;
 mod relations;
 mod restart;
 mod rooms;
+mod sms;
 mod sync;
 mod timeline;
 mod tokens;
