@@ -10,7 +10,10 @@ use ruma::{
     },
 };
 
-use super::{Auth, IssuedTokens, UiaPurpose, sms::VerifiedPhone};
+use super::{
+    Auth, IssuedTokens, UiaPurpose,
+    sms::{SMS_LOGIN_TYPE, VerifiedPhone},
+};
 use crate::{
     error::{Error, Result},
     util::random_string_from,
@@ -278,8 +281,22 @@ impl Auth {
         Ok(tokens)
     }
 
-    fn password_flows(&self) -> Vec<AuthFlow> {
-        vec![AuthFlow::new(vec![AuthType::Password])]
+    /// How an account owner confirms who they are: their password, or a code
+    /// sent to one of their phone numbers (an account made by SMS has no password).
+    fn account_flows(&self, user: &UserId) -> Result<Vec<AuthFlow>> {
+        let has_password = self
+            .users
+            .account(user)?
+            .is_some_and(|a| a.password_hash.is_some());
+        let has_phone = !self.users.phone_numbers(user)?.is_empty();
+        let mut flows = Vec::new();
+        if has_password || !has_phone {
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        if has_phone {
+            flows.push(AuthFlow::new(vec![AuthType::from(SMS_LOGIN_TYPE)]));
+        }
+        Ok(flows)
     }
 
     /// UIA with the account's password, for an operation on the caller's own account.
@@ -293,7 +310,7 @@ impl Auth {
             user: user.to_owned(),
             operation,
         };
-        self.uia(purpose, self.password_flows(), auth)
+        self.uia(purpose, self.account_flows(user)?, auth)
             .await
             .map(|_| ())
     }

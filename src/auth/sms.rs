@@ -25,6 +25,10 @@ use crate::{
     util::{ALPHANUMERIC, constant_time_eq, now_ms, random_bytes, random_string_from},
 };
 
+/// The login type of sign-in by SMS code, also a user-interactive auth stage
+/// for accounts with a phone number (docs/extensions.md).
+pub const SMS_LOGIN_TYPE: &str = "ai.iambig.login.sms";
+
 /// What a code proves once entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

@@ -178,6 +178,26 @@ impl Auth {
         Ok(())
     }
 
+    /// The `ai.iambig.login.sms` stage of user-interactive auth: a sign-in code
+    /// (`sms_session`, `code`) sent to one of `user`'s numbers.
+    pub(super) fn check_sms_stage(&self, user: &UserId, auth: &AuthData) -> Result<()> {
+        let data = auth.data();
+        let field = |name: &str| {
+            data.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
+                Error::missing_param(format!("The SMS stage needs \"{name}\" (a string)"))
+            })
+        };
+        let phone = self
+            .sms
+            .consume_login(field("sms_session")?, field("code")?)?;
+        if self.users.user_by_phone(&phone)?.as_deref() != Some(user) {
+            return Err(Error::forbidden(
+                "That code was sent to a number that is not on your account",
+            ));
+        }
+        Ok(())
+    }
+
     /// The account a login identifier names: `m.id.user`, or a phone number
     /// (`m.id.phone`, or `m.id.thirdparty` with medium `msisdn`). An unknown
     /// number gets the same answer as a wrong password.

@@ -18,7 +18,7 @@ use ruma::{
 
 use super::{
     Auth,
-    sms::{Purpose, VerifiedPhone},
+    sms::{Purpose, SMS_LOGIN_TYPE, VerifiedPhone},
 };
 use crate::{
     error::{Error, Result},
@@ -223,6 +223,14 @@ impl Auth {
                     ));
                 }
                 verified_phone = Some(verified);
+            }
+            _ if stage.as_str() == SMS_LOGIN_TYPE => {
+                let UiaPurpose::Account { user, .. } = purpose else {
+                    return Err(Error::invalid_param(format!(
+                        "{SMS_LOGIN_TYPE} is not a registration stage"
+                    )));
+                };
+                self.check_sms_stage(user, auth)?;
             }
             _ => {
                 return Err(Error::new(

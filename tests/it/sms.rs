@@ -604,3 +604,39 @@ async fn registration_with_the_msisdn_stage_and_deactivation_frees_the_number() 
     let fresh = sign_in(&s, &gw, "+33612345678", "+33612345678").await;
     assert_ne!(fresh.user_id, carol.user_id);
 }
+
+#[tokio::test]
+async fn an_account_made_by_sms_confirms_with_a_code() {
+    let (s, gw) = with_gateway(|_| {}).await;
+    let me = sign_in(&s, &gw, "+447700900900", "+447700900900").await;
+    let deactivate = "/_matrix/client/v3/account/deactivate";
+    let (status, uia) = s.post(deactivate, Some(&me.token), json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // No password: the only flow is a code sent to the account's number.
+    assert_eq!(
+        uia["flows"],
+        json!([{ "stages": ["ai.iambig.login.sms"] }]),
+        "{uia}"
+    );
+    let (_, sent) = request_code(&s, "+447700900900").await;
+    let code = gw.last_code("+447700900900");
+    let stage = |code: &str| {
+        json!({ "auth": {
+            "type": "ai.iambig.login.sms",
+            "session": uia["session"],
+            "sms_session": sent["session"],
+            "code": code,
+        } })
+    };
+    let (status, resp) = s
+        .post(deactivate, Some(&me.token), stage(&wrong(&code)))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp["errcode"], "M_FORBIDDEN", "{resp}");
+    let (status, resp) = s.post(deactivate, Some(&me.token), stage(&code)).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(
+        s.services().users.user_by_phone("447700900900").unwrap(),
+        None
+    );
+}

@@ -10,7 +10,7 @@ use crate::{
         AppState,
         ruma::{Ruma, RumaResponse},
     },
-    auth::{IssuedTokens, SmsLogin, parse_user_input},
+    auth::{IssuedTokens, SmsLogin, parse_user_input, sms::SMS_LOGIN_TYPE},
     error::{Error, Result},
 };
 
@@ -75,9 +75,6 @@ pub async fn login(
         .await?;
     Ok(login_response(&s, tokens).into())
 }
-
-/// The login type of sign-in by SMS code (docs/extensions.md).
-pub const SMS_LOGIN_TYPE: &str = "ai.iambig.login.sms";
 
 fn login_response(s: &AppState, tokens: IssuedTokens) -> login_api::Response {
     let mut response =
