@@ -766,6 +766,26 @@ mod tests {
     }
 
     #[test]
+    fn sms_providers_need_their_settings() {
+        let mut c = Config::default();
+        c.sms.provider = SmsProvider::Webhook;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.webhook_url"), "{e}");
+        c.sms.webhook_url = Some("https://sms.example/send".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.webhook_secret"), "{e}");
+        c.sms.webhook_secret = Some("s".into());
+        c.validate().unwrap();
+        c.sms.provider = SmsProvider::Twilio;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.twilio_account_sid"), "{e}");
+        c.sms.provider = SmsProvider::Log;
+        c.sms.resend_interval_ms = c.sms.code_lifetime_ms + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.resend_interval_ms"), "{e}");
+    }
+
+    #[test]
     fn open_registration_on_public_listener_is_refused() {
         let mut c = Config {
             listen: vec!["0.0.0.0:8008".parse().unwrap()],

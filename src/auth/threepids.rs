@@ -117,10 +117,11 @@ impl Auth {
             return Err(Error::forbidden("Registration is disabled on this server"));
         }
         let phone = from_country(country, phone_number)?;
+        // Limited before the in-use answer, which tells whether a number has an account.
+        self.check_sms_rate_limits(&phone, client_ip)?;
         if self.users.user_by_phone(&phone)?.is_some() {
             return Err(in_use());
         }
-        self.check_sms_rate_limits(&phone, client_ip)?;
         self.sms
             .request_threepid(purpose, client_secret, &phone, send_attempt)
             .await
