@@ -640,3 +640,20 @@ async fn an_account_made_by_sms_confirms_with_a_code() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_login_without_a_type_is_a_clean_error() {
+    let s = TestServer::start().await;
+    let got = s
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({ "session": "x", "code": "123456" }),
+        )
+        .await;
+    assert_error(&got, 400, "M_MISSING_PARAM");
+    let got = s
+        .post("/_matrix/client/r0/login", None, json!({ "type": 5 }))
+        .await;
+    assert_eq!(got.0.as_u16(), 400, "{}", got.1);
+}

@@ -33,7 +33,14 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(discovery::capabilities)
         // session
         .ruma(session::login_types)
-        .ruma(session::login)
+        .route(
+            "/_matrix/client/r0/login",
+            axum::routing::post(session::login_checked),
+        )
+        .route(
+            "/_matrix/client/v3/login",
+            axum::routing::post(session::login_checked),
+        )
         .ruma(session::logout)
         .ruma(session::logout_all)
         .ruma(session::refresh)

@@ -8,7 +8,7 @@ use ruma::api::client::session::{
 use crate::{
     api::{
         AppState,
-        ruma::{Ruma, RumaResponse},
+        ruma::{Ruma, RumaResponse, read_body},
     },
     auth::{IssuedTokens, SmsLogin, parse_user_input, sms::SMS_LOGIN_TYPE},
     error::{Error, Result},
@@ -23,8 +23,30 @@ pub async fn login_types(
     Ok(login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new()), sms]).into())
 }
 
+/// `POST /login`, with the body checked for a `type` before ruma parses it:
+/// ruma 0.17's `LoginInfo` deserializer panics on an object without one.
+pub async fn login_checked(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<RumaResponse<login_api::Response>> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, s.config.http.max_request_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::not_json(format!("The request body is not valid JSON: {e}")))?;
+    if value.get("type").is_none() {
+        return Err(Error::missing_param(
+            "The login needs a \"type\"; GET /login lists the supported ones",
+        ));
+    }
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    let parsed =
+        <Ruma<login_api::Request> as axum::extract::FromRequest<AppState>>::from_request(req, &s)
+            .await?;
+    login(State(s), parsed).await
+}
+
 #[allow(deprecated)] // the legacy `user` field is still sent by old clients
-pub async fn login(
+async fn login(
     State(s): State<AppState>,
     req: Ruma<login_api::Request>,
 ) -> Result<RumaResponse<login_api::Response>> {
