@@ -94,11 +94,14 @@ impl std::fmt::Debug for Sms {
     }
 }
 
+/// The details (URLs, provider answers) go to the log, not to the client.
 fn provider_failed(why: impl std::fmt::Display) -> Error {
+    tracing::warn!(error = %why, "SMS provider failed");
     Error::new(
         StatusCode::BAD_GATEWAY,
         ErrorKind::Unknown,
-        format!("The SMS could not be sent: the SMS provider failed ({why}). Try again later."),
+        "The SMS could not be sent: the SMS provider failed (the server log has the details). \
+         Try again later.",
     )
 }
 
@@ -226,8 +229,7 @@ impl Sms {
         let result = self
             .deliver(phone, &message_text(code, self.lifetime()))
             .await;
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "SMS provider failed");
+        if result.is_err() {
             self.release_send_slot(phone, previous);
         }
         result
@@ -406,10 +408,11 @@ impl Sms {
         if self.threepid_purpose(&state, sid, client_secret)? != purpose {
             return Err(threepid_session_gone());
         }
-        let c = &state.challenges[sid];
-        if c.expires <= Instant::now() {
-            return Err(threepid_session_gone());
-        }
+        let c = state
+            .challenges
+            .get(sid)
+            .filter(|c| c.expires > Instant::now())
+            .ok_or_else(threepid_session_gone)?;
         let validated_at = c.validated_at.ok_or_else(|| {
             Error::new(
                 StatusCode::BAD_REQUEST,
