@@ -38,6 +38,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub media: MediaConfig,
     pub turn: TurnConfig,
+    pub sms: SmsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +326,75 @@ impl Default for UrlPreviewConfig {
     }
 }
 
+/// Where SMS codes go (sign-in by SMS and phone-number verification).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// Writes the code to the server log: for a local setup.
+    Log,
+    /// POSTs `{to, text}` as JSON to `webhook_url`, signed with `webhook_secret`.
+    Webhook,
+    /// Twilio's Messages API.
+    Twilio,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    pub provider: SmsProvider,
+    /// Signing in with the code of a number no account has creates an account.
+    pub auto_register: bool,
+    /// The webhook provider's URL.
+    pub webhook_url: Option<String>,
+    /// The key of the `X-Bigd-Signature` header (hex HMAC-SHA256 of the body).
+    pub webhook_secret: Option<String>,
+    /// Twilio account SID, auth token and sending number (or messaging service SID).
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<String>,
+    pub twilio_from: Option<String>,
+    /// The Twilio API base URL (changed only for tests or a proxy).
+    pub twilio_api_base: String,
+    /// How long a code stays valid.
+    pub code_lifetime_ms: u64,
+    /// How long before another code may be sent to the same number.
+    pub resend_interval_ms: u64,
+    /// Wrong codes allowed per code before its session is dead.
+    pub max_attempts: u32,
+    /// How long one request to the provider may take.
+    pub send_timeout_ms: u64,
+    /// Codes sent per phone number (honours `rate_limits.enabled`).
+    pub rate_limit_per_number: RateLimit,
+    /// Codes requested per client IP (honours `rate_limits.enabled`).
+    pub rate_limit_per_ip: RateLimit,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            provider: SmsProvider::Log,
+            auto_register: true,
+            webhook_url: None,
+            webhook_secret: None,
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            twilio_from: None,
+            twilio_api_base: "https://api.twilio.com".into(),
+            code_lifetime_ms: 10 * 60 * 1000,
+            resend_interval_ms: 60 * 1000,
+            max_attempts: 5,
+            send_timeout_ms: 10_000,
+            rate_limit_per_number: RateLimit {
+                per_second: 0.002,
+                burst: 5,
+            },
+            rate_limit_per_ip: RateLimit {
+                per_second: 0.02,
+                burst: 10,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TurnConfig {
@@ -382,6 +452,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }
@@ -628,6 +699,65 @@ impl Config {
                 return err(key, "burst must be at least 1");
             }
         }
+        self.validate_sms()?;
+        Ok(())
+    }
+
+    fn validate_sms(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, what: &str| Err(ConfigError(format!("`sms.{key}`: {what}")));
+        let sms = &self.sms;
+        let is_http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        match sms.provider {
+            SmsProvider::Log => {}
+            SmsProvider::Webhook => {
+                if !sms.webhook_url.as_deref().is_some_and(is_http) {
+                    return err(
+                        "webhook_url",
+                        "the webhook provider needs an http:// or https:// URL",
+                    );
+                }
+                if sms.webhook_secret.as_deref().is_none_or(str::is_empty) {
+                    return err("webhook_secret", "the webhook provider needs a secret");
+                }
+            }
+            SmsProvider::Twilio => {
+                for (key, value) in [
+                    ("twilio_account_sid", &sms.twilio_account_sid),
+                    ("twilio_auth_token", &sms.twilio_auth_token),
+                    ("twilio_from", &sms.twilio_from),
+                ] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        return err(key, "the twilio provider needs it");
+                    }
+                }
+                if !is_http(&sms.twilio_api_base) {
+                    return err("twilio_api_base", "must be an http:// or https:// URL");
+                }
+            }
+        }
+        if !(1_000..=24 * 3600 * 1000).contains(&sms.code_lifetime_ms) {
+            return err(
+                "code_lifetime_ms",
+                "must be between 1000 (1 s) and 86400000 (24 h)",
+            );
+        }
+        if sms.resend_interval_ms > sms.code_lifetime_ms {
+            return err("resend_interval_ms", "must not exceed code_lifetime_ms");
+        }
+        if sms.max_attempts == 0 {
+            return err("max_attempts", "must be at least 1");
+        }
+        if sms.send_timeout_ms < 100 {
+            return err("send_timeout_ms", "must be at least 100");
+        }
+        for (key, limit) in [
+            ("rate_limit_per_number", sms.rate_limit_per_number),
+            ("rate_limit_per_ip", sms.rate_limit_per_ip),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+                return err(key, "needs a positive per_second and a burst of at least 1");
+            }
+        }
         Ok(())
     }
 
@@ -699,6 +829,32 @@ mod tests {
             defaults.push.max_notification_age_ms
         );
         assert_eq!(example.outbox.retry_max_ms, defaults.outbox.retry_max_ms);
+        assert_eq!(example.sms.provider, defaults.sms.provider);
+        assert_eq!(
+            example.sms.rate_limit_per_number,
+            defaults.sms.rate_limit_per_number
+        );
+        assert_eq!(example.sms.code_lifetime_ms, defaults.sms.code_lifetime_ms);
+    }
+
+    #[test]
+    fn sms_providers_need_their_settings() {
+        let mut c = Config::default();
+        c.sms.provider = SmsProvider::Webhook;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.webhook_url"), "{e}");
+        c.sms.webhook_url = Some("https://sms.example/send".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.webhook_secret"), "{e}");
+        c.sms.webhook_secret = Some("s".into());
+        c.validate().unwrap();
+        c.sms.provider = SmsProvider::Twilio;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.twilio_account_sid"), "{e}");
+        c.sms.provider = SmsProvider::Log;
+        c.sms.resend_interval_ms = c.sms.code_lifetime_ms + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sms.resend_interval_ms"), "{e}");
     }
 
     #[test]

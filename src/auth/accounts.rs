@@ -10,7 +10,10 @@ use ruma::{
     },
 };
 
-use super::{Auth, IssuedTokens, UiaPurpose};
+use super::{
+    Auth, IssuedTokens, UiaPurpose,
+    sms::{SMS_LOGIN_TYPE, VerifiedPhone},
+};
 use crate::{
     error::{Error, Result},
     util::random_string_from,
@@ -64,11 +67,19 @@ pub fn check_new_localpart(localpart: &str, server_name: &ruma::ServerName) -> R
 }
 
 impl Auth {
+    /// Registration flows; each may also verify a phone number (`m.login.msisdn`),
+    /// which is then bound to the new account.
     fn registration_flows(&self) -> Vec<AuthFlow> {
         if self.config.registration.tokens_required {
-            vec![AuthFlow::new(vec![AuthType::RegistrationToken])]
+            vec![
+                AuthFlow::new(vec![AuthType::RegistrationToken]),
+                AuthFlow::new(vec![AuthType::RegistrationToken, AuthType::Msisdn]),
+            ]
         } else {
-            vec![AuthFlow::new(vec![AuthType::Dummy])]
+            vec![
+                AuthFlow::new(vec![AuthType::Dummy]),
+                AuthFlow::new(vec![AuthType::Msisdn]),
+            ]
         }
     }
 
@@ -127,8 +138,14 @@ impl Auth {
                 req.inhibit_login,
                 req.refresh_token,
                 outcome.registration_token.as_deref(),
+                outcome.msisdn.as_ref(),
             )
             .await;
+        if result.is_ok()
+            && let Some(verified) = &outcome.msisdn
+        {
+            self.sms.forget(&verified.sid);
+        }
         if let Some(token) = &outcome.registration_token {
             self.registration_tokens.release(token);
         }
@@ -145,6 +162,7 @@ impl Auth {
         inhibit_login: bool,
         refresh_token: bool,
         registration_token: Option<&str>,
+        msisdn: Option<&VerifiedPhone>,
     ) -> Result<Registered> {
         let hash = match password {
             Some(pw) => Some(self.users.passwords().hash(pw).await?),
@@ -160,6 +178,17 @@ impl Auth {
         let default_name = user.localpart().to_owned();
         self.users
             .create(&mut batch, &user, hash, Some(&default_name))?;
+        if let Some(verified) = msisdn {
+            if self.users.user_by_phone(&verified.phone)?.is_some() {
+                return Err(Error::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::ThreepidInUse,
+                    "This phone number already belongs to an account",
+                ));
+            }
+            self.users
+                .stage_bind_phone(&mut batch, &user, &verified.phone, verified.validated_at);
+        }
         if let Some(token) = registration_token {
             self.registration_tokens.complete(&mut batch, token)?;
         }
@@ -176,7 +205,7 @@ impl Auth {
         Ok(Registered::LoggedIn(tokens))
     }
 
-    fn generate_user_id(&self) -> Result<OwnedUserId> {
+    pub(super) fn generate_user_id(&self) -> Result<OwnedUserId> {
         loop {
             let localpart = format!(
                 "u{}",
@@ -200,7 +229,7 @@ impl Auth {
             self.check_password_strength(pw)?;
         }
         match self
-            .create_account(Some(user), password, None, None, true, false, None)
+            .create_account(Some(user), password, None, None, true, false, None, None)
             .await?
         {
             Registered::AccountOnly(user)
@@ -252,8 +281,22 @@ impl Auth {
         Ok(tokens)
     }
 
-    fn password_flows(&self) -> Vec<AuthFlow> {
-        vec![AuthFlow::new(vec![AuthType::Password])]
+    /// How an account owner confirms who they are: their password, or a code
+    /// sent to one of their phone numbers (an account made by SMS has no password).
+    fn account_flows(&self, user: &UserId) -> Result<Vec<AuthFlow>> {
+        let has_password = self
+            .users
+            .account(user)?
+            .is_some_and(|a| a.password_hash.is_some());
+        let has_phone = !self.users.phone_numbers(user)?.is_empty();
+        let mut flows = Vec::new();
+        if has_password || !has_phone {
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        if has_phone {
+            flows.push(AuthFlow::new(vec![AuthType::from(SMS_LOGIN_TYPE)]));
+        }
+        Ok(flows)
     }
 
     /// UIA with the account's password, for an operation on the caller's own account.
@@ -267,7 +310,7 @@ impl Auth {
             user: user.to_owned(),
             operation,
         };
-        self.uia(purpose, self.password_flows(), auth)
+        self.uia(purpose, self.account_flows(user)?, auth)
             .await
             .map(|_| ())
     }
@@ -324,6 +367,7 @@ impl Auth {
         crate::push::Notifications::stage_delete_user(&mut batch, user)?;
         crate::push::pushers::Pushers::stage_delete_user(self.users.db(), &mut batch, user)?;
         self.users.delete_private_data(&mut batch, user)?;
+        self.users.stage_unbind_all_phones(&mut batch, user)?;
         self.sessions.commit_logout(batch, forgotten)?;
         tracing::info!(%user, "account deactivated");
         Ok(())

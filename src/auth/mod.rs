@@ -1,11 +1,15 @@
 //! Authentication: passwords, login sessions and tokens, user-interactive auth,
-//! registration tokens and the rate limits of login and registration.
+//! registration tokens, SMS codes and phone numbers, and the rate limits of
+//! login and registration.
 
 mod accounts;
 pub mod password;
+pub mod phone;
 mod ratelimit;
 mod registration_tokens;
 mod sessions;
+pub mod sms;
+mod threepids;
 mod uia;
 
 use std::{sync::Arc, time::Duration};
@@ -17,6 +21,7 @@ pub use self::{
     sessions::{
         Identity, IssuedTokens, RefreshRecord, SessionRecord, Sessions, load_or_create_key,
     },
+    threepids::SmsLogin,
     uia::{UiaOutcome, UiaPurpose, UiaSessions, identifier_user, parse_user_input},
 };
 use crate::{config::Config, error::Result, users::Users};
@@ -29,6 +34,7 @@ pub struct Auth {
     pub registration_tokens: RegistrationTokens,
     pub rate_limits: RateLimiter,
     uia: UiaSessions,
+    pub sms: sms::Sms,
     /// Serialises account creation between the existence check and the commit.
     registration_lock: tokio::sync::Mutex<()>,
 }
@@ -43,6 +49,7 @@ impl Auth {
             registration_tokens: RegistrationTokens::new(users.db().clone()),
             rate_limits: RateLimiter::new(config.rate_limits.enabled),
             uia: UiaSessions::new(Duration::from_millis(config.auth.uia_session_lifetime_ms)),
+            sms: sms::Sms::new(config.sms.clone())?,
             registration_lock: tokio::sync::Mutex::new(()),
             users,
             config,

@@ -16,7 +16,10 @@ use ruma::{
     },
 };
 
-use super::Auth;
+use super::{
+    Auth,
+    sms::{Purpose, SMS_LOGIN_TYPE, VerifiedPhone},
+};
 use crate::{
     error::{Error, Result},
     util::{ALPHANUMERIC, random_string_from},
@@ -40,6 +43,8 @@ struct UiaSession {
     flows: Vec<AuthFlow>,
     completed: Vec<AuthType>,
     registration_token: Option<String>,
+    /// The number an `m.login.msisdn` stage verified.
+    msisdn: Option<VerifiedPhone>,
     started: Instant,
 }
 
@@ -47,6 +52,7 @@ struct UiaSession {
 #[derive(Debug, Default)]
 pub struct UiaOutcome {
     pub registration_token: Option<String>,
+    pub msisdn: Option<VerifiedPhone>,
 }
 
 #[derive(Debug)]
@@ -135,6 +141,7 @@ impl Auth {
         let session = sessions.remove(&session_id).expect("session checked above");
         Ok(UiaOutcome {
             registration_token: session.registration_token,
+            msisdn: session.msisdn,
         })
     }
 
@@ -162,6 +169,7 @@ impl Auth {
             ));
         }
         let mut reserved_token = None;
+        let mut verified_phone = None;
         match auth {
             AuthData::Dummy(_) => {}
             AuthData::RegistrationToken(t) => {
@@ -195,6 +203,35 @@ impl Auth {
                     return Err(Error::forbidden("Invalid password"));
                 }
             }
+            AuthData::Msisdn(m) => {
+                if *purpose != UiaPurpose::Register {
+                    return Err(Error::invalid_param(
+                        "m.login.msisdn is only a registration stage here",
+                    ));
+                }
+                let creds = &m.thirdparty_id_creds;
+                let verified = self.sms.verified(
+                    creds.sid.as_str(),
+                    creds.client_secret.as_str(),
+                    Purpose::Register,
+                )?;
+                if self.users.user_by_phone(&verified.phone)?.is_some() {
+                    return Err(Error::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::ThreepidInUse,
+                        "This phone number already belongs to an account",
+                    ));
+                }
+                verified_phone = Some(verified);
+            }
+            _ if stage.as_str() == SMS_LOGIN_TYPE => {
+                let UiaPurpose::Account { user, .. } = purpose else {
+                    return Err(Error::invalid_param(format!(
+                        "{SMS_LOGIN_TYPE} is not a registration stage"
+                    )));
+                };
+                self.check_sms_stage(user, auth)?;
+            }
             _ => {
                 return Err(Error::new(
                     StatusCode::BAD_REQUEST,
@@ -208,6 +245,9 @@ impl Auth {
             Some(session) => {
                 if !session.completed.contains(&stage) {
                     session.completed.push(stage);
+                }
+                if verified_phone.is_some() {
+                    session.msisdn = verified_phone;
                 }
                 if let Some(token) = reserved_token
                     && let Some(old) = session.registration_token.replace(token)
@@ -234,6 +274,7 @@ impl Auth {
             flows,
             completed: Vec::new(),
             registration_token: None,
+            msisdn: None,
             started: Instant::now(),
         };
         self.uia.sessions.lock().insert(id.clone(), session);

@@ -182,6 +182,14 @@ pub const USERIDVERSIONROOMSESSION_BACKUPKEY: Table<
 pub const USERID_DEHYDRATEDDEVICE: Table<OwnedUserId, crate::e2ee::DehydratedRecord> =
     Table::new("userid_dehydrateddevice");
 
+// --- phone numbers (3PIDs) ---
+
+/// Phone numbers bound to accounts: digits without `+` -> owner and times.
+pub const MSISDN_THREEPID: Table<String, crate::users::ThreepidRecord> =
+    Table::new("msisdn_threepid");
+/// The numbers of each account: (user, digits) -> ().
+pub const USERIDMSISDN_: Table<(OwnedUserId, String), ()> = Table::new("useridmsisdn_");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -240,4 +248,6 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDVERSION_BACKUP.name,
     USERIDVERSIONROOMSESSION_BACKUPKEY.name,
     USERID_DEHYDRATEDDEVICE.name,
+    MSISDN_THREEPID.name,
+    USERIDMSISDN_.name,
 ];

@@ -5,6 +5,7 @@ mod devices;
 mod openid;
 pub use self::openid::OPENID_LIFETIME;
 mod profile;
+mod threepids;
 
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ pub use self::{
     account_data::{AccountDataChange, AccountDataEntry},
     devices::{DeviceRecord, generate_device_id},
     profile::{MAX_PROFILE_BYTES, MAX_PROFILE_KEY_BYTES},
+    threepids::{BoundNumber, ThreepidRecord},
 };
 use crate::{
     auth::password,

@@ -15,7 +15,10 @@ async fn registration_offers_dummy_then_creates_the_account() {
         )
         .await;
     assert_eq!(status, 401, "{body}");
-    assert_eq!(body["flows"], json!([{ "stages": ["m.login.dummy"] }]));
+    assert_eq!(
+        body["flows"],
+        json!([{ "stages": ["m.login.dummy"] }, { "stages": ["m.login.msisdn"] }])
+    );
     let session = body["session"].as_str().unwrap();
 
     let (status, body) = s
@@ -161,7 +164,10 @@ async fn registration_tokens_limit_uses() {
     assert_eq!(status, 401);
     assert_eq!(
         body["flows"],
-        json!([{ "stages": ["m.login.registration_token"] }])
+        json!([
+            { "stages": ["m.login.registration_token"] },
+            { "stages": ["m.login.registration_token", "m.login.msisdn"] },
+        ])
     );
     let session = body["session"].as_str().unwrap().to_owned();
 

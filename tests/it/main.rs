@@ -19,6 +19,7 @@ mod rate_limits;
 mod relations;
 mod restart;
 mod rooms;
+mod sms;
 mod sync;
 mod timeline;
 mod tokens;

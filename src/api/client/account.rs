@@ -2,13 +2,18 @@ use axum::extract::State;
 use http::StatusCode;
 use ruma::api::{
     client::account::{
-        ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
-        get_3pids, get_username_availability, register, request_3pid_management_token_via_email,
+        ThirdPartyIdRemovalStatus, add_3pid, bind_3pid, change_password,
+        check_registration_token_validity, deactivate, delete_3pid, get_3pids,
+        get_username_availability, register, request_3pid_management_token_via_email,
         request_3pid_management_token_via_msisdn, request_password_change_token_via_email,
         request_password_change_token_via_msisdn, request_registration_token_via_email,
-        request_registration_token_via_msisdn, whoami,
+        request_registration_token_via_msisdn, unbind_3pid, whoami,
     },
     error::ErrorKind,
+};
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedSessionId, UInt,
+    thirdparty::{Medium, ThirdPartyIdentifierInit},
 };
 
 use crate::{
@@ -16,7 +21,7 @@ use crate::{
         AppState,
         ruma::{Ruma, RumaResponse},
     },
-    auth::{Registered, Registration, is_valid_token_string},
+    auth::{Registered, Registration, is_valid_token_string, sms::Purpose},
     error::{Error, Result},
 };
 
@@ -133,13 +138,89 @@ pub async fn deactivate(
 }
 
 pub async fn threepids(
-    State(_): State<AppState>,
+    State(s): State<AppState>,
     req: Ruma<get_3pids::v3::Request>,
 ) -> Result<RumaResponse<get_3pids::v3::Response>> {
+    let me = req.identity()?;
+    // Phone numbers are the only 3PIDs (email is unsupported).
+    let ms = |ms: u64| MilliSecondsSinceUnixEpoch(UInt::new_saturating(ms));
+    let threepids = s
+        .users
+        .phone_numbers(&me.user_id)?
+        .into_iter()
+        .map(|n| {
+            ThirdPartyIdentifierInit {
+                address: n.address,
+                medium: Medium::Msisdn,
+                validated_at: ms(n.validated_at),
+                added_at: ms(n.added_at),
+            }
+            .into()
+        })
+        .collect();
+    Ok(get_3pids::v3::Response::new(threepids).into())
+}
+
+fn submit_url(s: &AppState) -> String {
+    format!(
+        "{}/_matrix/client/unstable/ai.iambig/msisdn/submit_token",
+        s.config.client_base_url()
+    )
+}
+
+fn session_id(sid: String) -> Result<OwnedSessionId> {
+    OwnedSessionId::try_from(sid).map_err(|e| Error::internal(format!("session id: {e}")))
+}
+
+pub async fn add_threepid(
+    State(s): State<AppState>,
+    req: Ruma<add_3pid::v3::Request>,
+) -> Result<RumaResponse<add_3pid::v3::Response>> {
+    let me = req.identity()?.clone();
+    let body = req.body;
+    s.auth
+        .add_threepid(
+            &me.user_id,
+            body.sid.as_str(),
+            body.client_secret.as_str(),
+            body.auth,
+        )
+        .await?;
+    Ok(add_3pid::v3::Response::new().into())
+}
+
+pub async fn delete_threepid(
+    State(s): State<AppState>,
+    req: Ruma<delete_3pid::v3::Request>,
+) -> Result<RumaResponse<delete_3pid::v3::Response>> {
+    let me = req.identity()?;
+    s.auth
+        .delete_threepid(&me.user_id, &req.body.medium, &req.body.address)?;
+    // bigd never binds numbers to an identity server, so none is unbound.
+    Ok(delete_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
+}
+
+/// bigd does not talk to identity servers: binding is refused, not faked.
+pub async fn bind_threepid(
+    State(_): State<AppState>,
+    req: Ruma<bind_3pid::v3::Request>,
+) -> Result<RumaResponse<bind_3pid::v3::Response>> {
     req.identity()?;
-    // No third-party identifiers can be added yet (email unsupported, phone numbers
-    // arrive with SMS sign-in), so every account has none.
-    Ok(get_3pids::v3::Response::new(Vec::new()).into())
+    Err(Error::new(
+        StatusCode::BAD_REQUEST,
+        ErrorKind::ServerNotTrusted,
+        "This homeserver does not bind third-party identifiers to identity servers; \
+         add phone numbers to your account with /account/3pid/add",
+    ))
+}
+
+/// Nothing is ever bound to an identity server, so the spec's answer is `no-support`.
+pub async fn unbind_threepid(
+    State(_): State<AppState>,
+    req: Ruma<unbind_3pid::v3::Request>,
+) -> Result<RumaResponse<unbind_3pid::v3::Response>> {
+    req.identity()?;
+    Ok(unbind_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
 }
 
 fn medium_not_supported(medium: &str) -> Error {
@@ -158,10 +239,24 @@ pub async fn register_email_token(
 }
 
 pub async fn register_msisdn_token(
-    State(_): State<AppState>,
-    _: Ruma<request_registration_token_via_msisdn::v3::Request>,
+    State(s): State<AppState>,
+    req: Ruma<request_registration_token_via_msisdn::v3::Request>,
 ) -> Result<RumaResponse<request_registration_token_via_msisdn::v3::Response>> {
-    Err(medium_not_supported("phone number"))
+    let b = &req.body;
+    let sid = s
+        .auth
+        .request_msisdn_token(
+            Purpose::Register,
+            b.client_secret.as_str(),
+            &b.country,
+            &b.phone_number,
+            b.send_attempt.into(),
+            &req.client_ip,
+        )
+        .await?;
+    let mut response = request_registration_token_via_msisdn::v3::Response::new(session_id(sid)?);
+    response.submit_url = Some(submit_url(&s));
+    Ok(response.into())
 }
 
 pub async fn password_email_token(
@@ -186,8 +281,23 @@ pub async fn threepid_email_token(
 }
 
 pub async fn threepid_msisdn_token(
-    State(_): State<AppState>,
-    _: Ruma<request_3pid_management_token_via_msisdn::v3::Request>,
+    State(s): State<AppState>,
+    req: Ruma<request_3pid_management_token_via_msisdn::v3::Request>,
 ) -> Result<RumaResponse<request_3pid_management_token_via_msisdn::v3::Response>> {
-    Err(medium_not_supported("phone number"))
+    let b = &req.body;
+    let sid = s
+        .auth
+        .request_msisdn_token(
+            Purpose::AddThreepid,
+            b.client_secret.as_str(),
+            &b.country,
+            &b.phone_number,
+            b.send_attempt.into(),
+            &req.client_ip,
+        )
+        .await?;
+    let mut response =
+        request_3pid_management_token_via_msisdn::v3::Response::new(session_id(sid)?);
+    response.submit_url = Some(submit_url(&s));
+    Ok(response.into())
 }

@@ -44,6 +44,8 @@ pub async fn versions(
         ("org.matrix.msc3814".to_owned(), true),
         // Authenticated media (stable in v1.11).
         ("org.matrix.msc3916.stable".to_owned(), true),
+        // Sign-in by SMS code (docs/extensions.md).
+        ("ai.iambig.sms".to_owned(), true),
     ]);
     Ok(response.into())
 }
@@ -57,8 +59,8 @@ pub async fn capabilities(
     c.change_password.enabled = true;
     c.set_displayname.enabled = true;
     c.set_avatar_url.enabled = true;
-    // Email is not supported (no mail server); phone numbers arrive with SMS sign-in.
-    c.thirdparty_id_changes.enabled = false;
+    // Phone numbers can be added and removed (email is not supported).
+    c.thirdparty_id_changes.enabled = true;
     c.get_login_token.enabled = false;
     c.room_versions.default = DEFAULT_ROOM_VERSION;
     c.room_versions.available = ROOM_VERSIONS

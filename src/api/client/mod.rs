@@ -20,6 +20,7 @@ mod relations;
 mod rooms;
 mod search;
 mod session;
+mod sms;
 mod space;
 mod sync;
 mod tags;
@@ -39,7 +40,14 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(discovery::capabilities)
         // session
         .ruma(session::login_types)
-        .ruma(session::login)
+        .route(
+            "/_matrix/client/r0/login",
+            axum::routing::post(session::login_checked),
+        )
+        .route(
+            "/_matrix/client/v3/login",
+            axum::routing::post(session::login_checked),
+        )
         .ruma(session::logout)
         .ruma(session::logout_all)
         .ruma(session::refresh)
@@ -181,6 +189,27 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(dehydrated::get)
         .ruma(dehydrated::delete)
         .ruma(dehydrated::events)
+        // phone numbers: sign-in by SMS and msisdn 3PIDs (docs/phone.md)
+        .ruma(account::add_threepid)
+        .ruma(account::delete_threepid)
+        .ruma(account::bind_threepid)
+        .ruma(account::unbind_threepid)
+        .route(
+            "/_matrix/client/unstable/ai.iambig/sms/request",
+            axum::routing::post(sms::request_code),
+        )
+        .route(
+            "/_matrix/client/unstable/ai.iambig/msisdn/submit_token",
+            axum::routing::post(sms::submit_token),
+        )
+        .route(
+            "/_matrix/client/v3/account/3pid",
+            axum::routing::post(sms::add_threepid_via_identity_server),
+        )
+        .route(
+            "/_matrix/client/r0/account/3pid",
+            axum::routing::post(sms::add_threepid_via_identity_server),
+        )
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.

@@ -8,9 +8,9 @@ use ruma::api::client::session::{
 use crate::{
     api::{
         AppState,
-        ruma::{Ruma, RumaResponse},
+        ruma::{Ruma, RumaResponse, read_body},
     },
-    auth::parse_user_input,
+    auth::{IssuedTokens, SmsLogin, parse_user_input, sms::SMS_LOGIN_TYPE},
     error::{Error, Result},
 };
 
@@ -18,15 +18,60 @@ pub async fn login_types(
     State(_): State<AppState>,
     _: Ruma<login_types::Request>,
 ) -> Result<RumaResponse<login_types::Response>> {
-    Ok(login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new())]).into())
+    let sms = LoginType::new(SMS_LOGIN_TYPE, Default::default())
+        .map_err(|e| Error::internal(format!("cannot build the SMS login type: {e}")))?;
+    Ok(login_types::Response::new(vec![LoginType::Password(PasswordLoginType::new()), sms]).into())
+}
+
+/// `POST /login`, with the body checked for a `type` before ruma parses it:
+/// ruma 0.17's `LoginInfo` deserializer panics on an object without one.
+pub async fn login_checked(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<RumaResponse<login_api::Response>> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, s.config.http.max_request_bytes).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::not_json(format!("The request body is not valid JSON: {e}")))?;
+    if value.get("type").is_none() {
+        return Err(Error::missing_param(
+            "The login needs a \"type\"; GET /login lists the supported ones",
+        ));
+    }
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    let parsed =
+        <Ruma<login_api::Request> as axum::extract::FromRequest<AppState>>::from_request(req, &s)
+            .await?;
+    login(State(s), parsed).await
 }
 
 #[allow(deprecated)] // the legacy `user` field is still sent by old clients
-pub async fn login(
+async fn login(
     State(s): State<AppState>,
     req: Ruma<login_api::Request>,
 ) -> Result<RumaResponse<login_api::Response>> {
     let body = req.body;
+    if body.login_info.login_type() == SMS_LOGIN_TYPE {
+        let data = body.login_info.data();
+        let field = |name: &str| {
+            data.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::missing_param(format!("The SMS login needs \"{name}\" (a string)"))
+                })
+        };
+        let login = SmsLogin {
+            session: field("session")?,
+            code: field("code")?,
+            device_id: body.device_id,
+            initial_device_display_name: body.initial_device_display_name,
+            refresh_token: body.refresh_token,
+            client_ip: req.client_ip,
+        };
+        let tokens = s.auth.login_sms(login).await?;
+        return Ok(login_response(&s, tokens).into());
+    }
     let LoginInfo::Password(password) = body.login_info else {
         return Err(Error::new(
             http::StatusCode::BAD_REQUEST,
@@ -35,7 +80,7 @@ pub async fn login(
         ));
     };
     let user = match (&password.identifier, &password.user) {
-        (Some(identifier), _) => crate::auth::identifier_user(identifier, s.users.server_name())?,
+        (Some(identifier), _) => s.auth.login_identifier_user(identifier)?,
         (None, Some(user)) => parse_user_input(user, s.users.server_name())?,
         (None, None) => return Err(Error::missing_param("The login needs an identifier")),
     };
@@ -50,6 +95,10 @@ pub async fn login(
             &req.client_ip,
         )
         .await?;
+    Ok(login_response(&s, tokens).into())
+}
+
+fn login_response(s: &AppState, tokens: IssuedTokens) -> login_api::Response {
     let mut response =
         login_api::Response::new(tokens.user_id, tokens.access_token, tokens.device_id);
     response.refresh_token = tokens.refresh_token;
@@ -57,7 +106,7 @@ pub async fn login(
     response.well_known = Some(DiscoveryInfo::new(HomeserverInfo::new(
         s.config.client_base_url(),
     )));
-    Ok(response.into())
+    response
 }
 
 pub async fn logout(
