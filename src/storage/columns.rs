@@ -179,6 +179,20 @@ pub const USERIDVERSIONROOMSESSION_BACKUPKEY: Table<
 pub const USERID_DEHYDRATEDDEVICE: Table<OwnedUserId, crate::e2ee::DehydratedRecord> =
     Table::new("userid_dehydrateddevice");
 
+// --- contacts (phone numbers, phone books) ---
+
+/// Which account a phone number (normalised E.164, `+` and digits) belongs to.
+/// Written by whoever verifies numbers (SMS sign-in, msisdn 3PIDs) through
+/// `Contacts::on_phone_added`.
+pub const PHONE_USERID: Table<String, Raw> = Table::new("phone_userid");
+/// The peppered lookup hash of each account's number, for hashed discovery.
+pub const PHONEHASH_PHONE: Table<String, Raw> = Table::new("phonehash_phone");
+/// Uploaded phone books: (uploader, hash of the number) -> {phone?, name?}.
+/// Private to the uploader; deleted with the account.
+pub const USERIDHASH_CONTACT: Table<(OwnedUserId, String), Raw> = Table::new("useridhash_contact");
+/// Who has a number in their phone book: (hash of the number, uploader) -> ().
+pub const HASHUSERID_: Table<(String, OwnedUserId), ()> = Table::new("hashuserid_");
+
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
     USERID_ACCOUNT.name,
@@ -236,4 +250,8 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERIDVERSION_BACKUP.name,
     USERIDVERSIONROOMSESSION_BACKUPKEY.name,
     USERID_DEHYDRATEDDEVICE.name,
+    PHONE_USERID.name,
+    PHONEHASH_PHONE.name,
+    USERIDHASH_CONTACT.name,
+    HASHUSERID_.name,
 ];

@@ -11,6 +11,7 @@ mod ephemeral;
 mod filter;
 mod keys;
 mod membership;
+mod messenger;
 mod presence;
 mod profile;
 mod push;
@@ -158,6 +159,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .ruma(dehydrated::get)
         .ruma(dehydrated::delete)
         .ruma(dehydrated::events)
+        // messenger extensions (contacts, identity lookup, dialogs, last seen)
+        .merge(messenger::routes())
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.
