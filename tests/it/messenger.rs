@@ -348,3 +348,32 @@ async fn last_seen_privacy_is_configurable() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn dialogs_started_from_both_sides_at_once_are_one_room() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let to_bob = format!("{DIALOGS}/{}", bob.user_id);
+    let to_alice = format!("{DIALOGS}/{}", alice.user_id);
+    let (a, b) = tokio::join!(
+        s.post(&to_bob, Some(&alice.token), json!({})),
+        s.post(&to_alice, Some(&bob.token), json!({})),
+    );
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(b.0, 200, "{}", b.1);
+    assert_eq!(a.1["room_id"], b.1["room_id"]);
+    assert_ne!(a.1["created"], b.1["created"]);
+    // Both are in it, and it is in both users' m.direct.
+    let room = a.1["room_id"].as_str().unwrap().to_owned();
+    for (who, other) in [(&alice, &bob), (&bob, &alice)] {
+        let (_, joined) = s
+            .get("/_matrix/client/v3/joined_rooms", Some(&who.token))
+            .await;
+        assert_eq!(joined["joined_rooms"], json!([room.clone()]));
+        assert_eq!(
+            direct_of(&s, who).await,
+            json!({ other.user_id.clone(): [room.clone()] })
+        );
+    }
+}
