@@ -98,14 +98,16 @@ pub struct UploadResult {
     pub rejected: Vec<RejectedContact>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Contacts {
     db: Engine,
     users: Users,
     pepper: String,
-    /// Serialises uploads and number changes, so that an upload and the
-    /// arrival of one of its numbers never miss each other.
-    writes: parking_lot::Mutex<()>,
+    /// Serialises uploads with telling uploaders of arrivals (which runs
+    /// once the number's batch has committed), so that an upload and the
+    /// arrival of one of its numbers never miss each other: either the upload
+    /// sees the number, or the arrival sees the phone book.
+    writes: std::sync::Arc<parking_lot::Mutex<()>>,
 }
 
 impl Contacts {
@@ -319,13 +321,14 @@ impl Contacts {
         Ok(mappings)
     }
 
-    /// Records that `phone` now belongs to `user`, in `batch`: uploaders who
-    /// have the number in their phone book get an `ai.iambig.contacts` event.
-    /// The caller has checked that no other account holds the number.
+    /// Records that `phone` now belongs to `user`, in `batch`. Once the batch
+    /// has committed, uploaders who have the number in their phone book get
+    /// an `ai.iambig.contacts` event (in a batch of its own: a failure there
+    /// is logged and does not undo the number). The caller has checked that
+    /// no other account holds the number.
     pub fn on_phone_added(&self, batch: &mut Batch, phone: &str, user: &UserId) -> Result<()> {
         let phone = normalize_phone(phone)
             .ok_or_else(|| Error::invalid_param(format!("{phone} is not an E.164 number")))?;
-        let _writes = self.writes.lock();
         let hash = self.hash_of(&phone);
         batch.put(
             PHONE_USERID,
@@ -333,20 +336,35 @@ impl Contacts {
             &Raw(user.as_str().as_bytes().to_vec()),
         );
         batch.put(PHONEHASH_PHONE, &hash, &Raw(phone.as_bytes().to_vec()));
-        if !self.is_discoverable(user)? {
+        let me = self.clone();
+        let user = user.to_owned();
+        batch.after_commit(move || {
+            if let Err(e) = me.tell_uploaders(&hash, &user) {
+                tracing::warn!(error = %e, %user, "cannot tell uploaders of a new contact");
+            }
+        });
+        Ok(())
+    }
+
+    /// Writes the `ai.iambig.contacts` event of everyone who has the number
+    /// with this hash in their phone book, now `user`'s.
+    fn tell_uploaders(&self, hash: &str, user: &UserId) -> Result<()> {
+        let _writes = self.writes.lock();
+        if !self.users.is_active(user)? || !self.is_discoverable(user)? {
             return Ok(());
         }
         let arrived = self.profile_match(user.to_owned(), None, None)?;
+        let mut batch = self.db.batch();
         for ((_, uploader), ()) in self
             .db
-            .scan_prefix(HASHUSERID_, &prefix(&(hash.clone(),)))?
+            .scan_prefix(HASHUSERID_, &prefix(&(hash.to_owned(),)))?
         {
             if uploader == user || !self.users.is_active(&uploader)? {
                 continue;
             }
             let Some(Raw(stored)) = self
                 .db
-                .get(USERIDHASH_CONTACT, &(uploader.clone(), hash.clone()))?
+                .get(USERIDHASH_CONTACT, &(uploader.clone(), hash.to_owned()))?
             else {
                 continue;
             };
@@ -360,26 +378,24 @@ impl Contacts {
                 entry["name"] = json!(name);
             }
             entry["ts"] = json!(now_ms());
-            let mut content: Value =
-                match self.users.account_data(&uploader, None, CONTACTS_EVENT)? {
-                    Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
-                    None => Value::Null,
-                };
+            let content: Value = match self.users.account_data(&uploader, None, CONTACTS_EVENT)? {
+                Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+                None => Value::Null,
+            };
             let mut matches = content["matches"].as_array().cloned().unwrap_or_default();
             matches.retain(|m| m["user_id"] != json!(user));
             matches.push(entry);
             let excess = matches.len().saturating_sub(MAX_ARRIVALS_KEPT);
             matches.drain(..excess);
-            content = json!({ "matches": matches });
             self.users.put_account_data(
-                batch,
+                &mut batch,
                 &uploader,
                 None,
                 CONTACTS_EVENT,
-                serde_json::value::to_raw_value(&content)?,
+                serde_json::value::to_raw_value(&json!({ "matches": matches }))?,
             )?;
         }
-        Ok(())
+        batch.commit()
     }
 
     /// Records that `phone` no longer belongs to any account, in `batch`.
@@ -387,7 +403,6 @@ impl Contacts {
         let Some(phone) = normalize_phone(phone) else {
             return Ok(());
         };
-        let _writes = self.writes.lock();
         batch.delete(PHONEHASH_PHONE, &self.hash_of(&phone));
         batch.delete(PHONE_USERID, &phone);
         Ok(())

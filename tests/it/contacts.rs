@@ -265,6 +265,45 @@ async fn the_uploader_hears_when_a_contact_gets_an_account_later() {
     assert_eq!(arrived["name"], "Dave");
     // Dave's own sync does not hear of alice's phone book.
     assert!(contacts_event(&sync(&s, &dave, "").await).is_none());
+
+    // Someone who is not discoverable arrives unannounced; a hashed entry
+    // comes back as the hash.
+    let pepper = pepper(&s, &alice).await;
+    let hash = lookup_hash("15550000005", &pepper);
+    s.post(
+        CONTACTS,
+        Some(&alice.token),
+        json!({ "contacts": [{ "phone": "+15550000004" }, { "hash": hash }] }),
+    )
+    .await;
+    let since = next_batch(&resp);
+    let erin = s.register("erin").await;
+    s.put(
+        &format!(
+            "/_matrix/client/v3/user/{}/account_data/ai.iambig.discovery",
+            erin.user_id
+        ),
+        Some(&erin.token),
+        json!({ "discoverable": false }),
+    )
+    .await;
+    set_phone(&s, "+15550000004", &erin);
+    let frank = s.register("frank").await;
+    set_phone(&s, "+15550000005", &frank);
+    let resp = sync(&s, &alice, &format!("since={since}&timeout=5000")).await;
+    let content = contacts_event(&resp).expect("an ai.iambig.contacts event");
+    let users: Vec<&Value> = content["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["user_id"])
+        .collect();
+    assert_eq!(users, vec![&json!(dave.user_id), &json!(frank.user_id)]);
+    assert_eq!(content["matches"][1]["hash"], hash);
+}
+
+fn next_batch(sync: &Value) -> String {
+    sync["next_batch"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
