@@ -39,6 +39,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub turn: TurnConfig,
     pub sms: SmsConfig,
+    pub messenger: MessengerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,6 +426,29 @@ impl Default for TurnConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct MessengerConfig {
+    /// Record `ai.iambig.delivered` receipts when devices acknowledge syncs.
+    pub delivered_receipts: bool,
+    /// Who may see when a user was last active (`last_seen/{userId}`):
+    /// "shared_room" (those sharing a room with them), "everyone" or "nobody".
+    pub last_seen: String,
+    /// Serve phone book upload and number lookups (`contacts`, the identity
+    /// `hash_details` and `lookup`).
+    pub contact_discovery: bool,
+}
+
+impl Default for MessengerConfig {
+    fn default() -> Self {
+        Self {
+            delivered_receipts: true,
+            last_seen: "shared_room".into(),
+            contact_discovery: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Largest accepted request body for API requests, in bytes.
     pub max_request_bytes: usize,
@@ -453,6 +477,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
             sms: SmsConfig::default(),
+            messenger: MessengerConfig::default(),
         }
     }
 }
@@ -586,6 +611,15 @@ impl Config {
                     "must not be empty",
                 );
             }
+        }
+        if !matches!(
+            self.messenger.last_seen.as_str(),
+            "shared_room" | "everyone" | "nobody"
+        ) {
+            return err(
+                "messenger.last_seen",
+                "must be \"shared_room\", \"everyone\" or \"nobody\"",
+            );
         }
         if self.auth.refreshable_access_token_lifetime_ms < 1_000 {
             return err(

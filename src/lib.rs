@@ -6,11 +6,13 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod contacts;
 pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod media;
+pub mod messenger;
 pub mod outbox;
 pub mod push;
 pub mod rooms;
@@ -49,6 +51,9 @@ pub struct Services {
     pub push: Arc<push::Push>,
     pub outbox: Arc<outbox::Outbox>,
     pub media: Arc<media::Media>,
+    pub contacts: contacts::Contacts,
+    pub delivered: ephemeral::delivered::Delivered,
+    pub messenger: messenger::Messenger,
     /// The router, for requests that arrive as WebSocket frames. Set while
     /// serving; cleared at shutdown (the router holds the services).
     pub dispatcher: parking_lot::Mutex<Option<axum::Router>>,
@@ -65,7 +70,8 @@ impl Services {
         let config = Arc::new(config);
         let db = Engine::open(&config.data_dir.join("db"))?;
         let users = Users::new(db.clone(), config.server_name.clone());
-        let auth = Auth::new(config.clone(), users.clone())?;
+        let contacts = contacts::Contacts::new(db.clone(), users.clone())?;
+        let auth = Auth::new(config.clone(), users.clone(), contacts.clone())?;
         let signing_key = Arc::new(federation::keys::SigningKey::load_or_create(
             &config.data_dir.join("keys"),
             &config.server_name,
@@ -95,6 +101,8 @@ impl Services {
         let typing = ephemeral::typing::Typing::new(db.clone());
         let receipts = ephemeral::receipts::Receipts::new(db.clone());
         let presence = ephemeral::presence::Presence::new(db.clone(), config.presence.clone())?;
+        let delivered = ephemeral::delivered::Delivered::new(config.messenger.delivered_receipts);
+        let messenger = messenger::Messenger::new(config.messenger.clone());
         let db_for_push = db.clone();
         Ok(Arc::new(Self {
             config,
@@ -112,6 +120,9 @@ impl Services {
             push,
             outbox,
             media,
+            contacts,
+            delivered,
+            messenger,
             dispatcher: parking_lot::Mutex::new(None),
             stopping,
         }))

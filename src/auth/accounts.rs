@@ -186,8 +186,7 @@ impl Auth {
                     "This phone number already belongs to an account",
                 ));
             }
-            self.users
-                .stage_bind_phone(&mut batch, &user, &verified.phone, verified.validated_at);
+            self.stage_bind_phone(&mut batch, &user, &verified.phone, verified.validated_at)?;
         }
         if let Some(token) = registration_token {
             self.registration_tokens.complete(&mut batch, token)?;
@@ -367,7 +366,9 @@ impl Auth {
         crate::push::Notifications::stage_delete_user(&mut batch, user)?;
         crate::push::pushers::Pushers::stage_delete_user(self.users.db(), &mut batch, user)?;
         self.users.delete_private_data(&mut batch, user)?;
-        self.users.stage_unbind_all_phones(&mut batch, user)?;
+        for number in self.users.phone_numbers(user)? {
+            self.stage_unbind_phone(&mut batch, user, &number.address)?;
+        }
         self.sessions.commit_logout(batch, forgotten)?;
         tracing::info!(%user, "account deactivated");
         Ok(())

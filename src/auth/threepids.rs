@@ -84,8 +84,7 @@ impl Auth {
                 let localpart = user.localpart().to_owned();
                 self.users
                     .create(&mut batch, &user, None, Some(&localpart))?;
-                self.users
-                    .stage_bind_phone(&mut batch, &user, &phone, crate::util::now_ms());
+                self.stage_bind_phone(&mut batch, &user, &phone, crate::util::now_ms())?;
                 tracing::info!(%user, "registered by SMS");
                 user
             }
@@ -149,12 +148,7 @@ impl Auth {
             Some(_) => {}
             None => {
                 let mut batch = self.users.db().batch();
-                self.users.stage_bind_phone(
-                    &mut batch,
-                    user,
-                    &verified.phone,
-                    verified.validated_at,
-                );
+                self.stage_bind_phone(&mut batch, user, &verified.phone, verified.validated_at)?;
                 batch.commit()?;
                 tracing::info!(%user, "phone number added");
             }
@@ -171,7 +165,7 @@ impl Auth {
         }
         let phone = from_msisdn_address(address).map_err(|_| not_yours())?;
         let mut batch = self.users.db().batch();
-        if !self.users.stage_unbind_phone(&mut batch, user, &phone)? {
+        if !self.stage_unbind_phone(&mut batch, user, &phone)? {
             return Err(not_yours());
         }
         batch.commit()?;

@@ -285,6 +285,27 @@ impl Presence {
         }
         Ok(Some(content))
     }
+
+    /// The user's `m.presence` content with `last_active_ts` (when they were
+    /// last active, in ms since the epoch), from one read of their record;
+    /// `None` if never seen.
+    pub fn last_seen(&self, user: &UserId) -> Result<Option<Value>> {
+        let Some(record) = self.record(user)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let shown = self.shown(&record, now);
+        let mut content = json!({
+            "presence": shown,
+            "last_active_ts": record.last_active_ts,
+            "last_active_ago": now.saturating_sub(record.last_active_ts),
+            "currently_active": shown == "online",
+        });
+        if let Some(msg) = &record.status_msg {
+            content["status_msg"] = json!(msg);
+        }
+        Ok(Some(content))
+    }
 }
 
 fn blank(now: u64) -> PresenceRecord {

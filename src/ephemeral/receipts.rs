@@ -1,4 +1,5 @@
-//! Read receipts (`m.read`, `m.read.private`, threaded ones): the latest per
+//! Read receipts (`m.read`, `m.read.private`, threaded ones) and delivered
+//! receipts (`ai.iambig.delivered`, see `delivered.rs`): the latest per
 //! (room, type, user, thread), with a change feed by count for sync.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,13 @@ use crate::{
 #[derive(Debug)]
 pub struct Receipts {
     db: Engine,
+    /// Held from reading a delivered receipt to replacing it, so that two
+    /// devices acknowledging at once never move it backwards.
+    delivered: parking_lot::Mutex<()>,
 }
+
+/// The receipt bigd records when a device of the user has received an event.
+pub const DELIVERED: &str = "ai.iambig.delivered";
 
 /// Receipt types only their owner may see.
 fn is_private(kind: &str) -> bool {
@@ -26,7 +33,10 @@ fn is_private(kind: &str) -> bool {
 
 impl Receipts {
     pub fn new(db: Engine) -> Self {
-        Self { db }
+        Self {
+            db,
+            delivered: Default::default(),
+        }
     }
 
     /// Records a user's receipt (replacing their previous one of that type and thread).
@@ -38,6 +48,52 @@ impl Receipts {
         thread: Option<&str>,
         event_id: &str,
     ) -> Result<()> {
+        self.write(short_room, kind, user, thread, event_id, None)
+    }
+
+    /// Records that `user` has received the event at timeline position
+    /// `event_count` (`ai.iambig.delivered`), unless their delivered receipt in
+    /// the room is already there or later. Returns whether it moved.
+    pub fn set_delivered(
+        &self,
+        short_room: u64,
+        user: &UserId,
+        event_id: &str,
+        event_count: u64,
+    ) -> Result<bool> {
+        let _moving = self.delivered.lock();
+        let key = (
+            short_room,
+            DELIVERED.to_owned(),
+            user.to_owned(),
+            String::new(),
+        );
+        if let Some(Raw(old)) = self.db.get(SHORTROOMIDTYPEUSERTHREAD_RECEIPT, &key)? {
+            let old: Value = serde_json::from_slice(&old)?;
+            if old["event_count"].as_u64().unwrap_or(0) >= event_count {
+                return Ok(false);
+            }
+        }
+        self.write(
+            short_room,
+            DELIVERED,
+            user,
+            None,
+            event_id,
+            Some(event_count),
+        )?;
+        Ok(true)
+    }
+
+    fn write(
+        &self,
+        short_room: u64,
+        kind: &str,
+        user: &UserId,
+        thread: Option<&str>,
+        event_id: &str,
+        event_count: Option<u64>,
+    ) -> Result<()> {
         let thread = thread.unwrap_or_default().to_owned();
         let key = (short_room, kind.to_owned(), user.to_owned(), thread.clone());
         let mut batch = self.db.batch();
@@ -48,7 +104,10 @@ impl Receipts {
             }
         }
         let count = batch.next_count()?;
-        let record = json!({ "event_id": event_id, "ts": now_ms(), "count": count });
+        let mut record = json!({ "event_id": event_id, "ts": now_ms(), "count": count });
+        if let Some(event_count) = event_count {
+            record["event_count"] = json!(event_count);
+        }
         batch.put(
             SHORTROOMIDTYPEUSERTHREAD_RECEIPT,
             &key,
@@ -85,6 +144,12 @@ impl Receipts {
             }
             let (kind, user, thread): (String, OwnedUserId, String) = serde_json::from_slice(&key)?;
             if is_private(&kind) && user != viewer {
+                continue;
+            }
+            // A user's own delivered receipts are news to nobody on their
+            // devices; sending them would also make every acknowledging sync
+            // answer the next one at once.
+            if kind == DELIVERED && user == viewer {
                 continue;
             }
             let key = (short_room, kind.clone(), user.clone(), thread.clone());

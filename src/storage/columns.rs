@@ -189,6 +189,19 @@ pub const MSISDN_THREEPID: Table<String, crate::users::ThreepidRecord> =
     Table::new("msisdn_threepid");
 /// The numbers of each account: (user, digits) -> ().
 pub const USERIDMSISDN_: Table<(OwnedUserId, String), ()> = Table::new("useridmsisdn_");
+// --- contacts (phone numbers, phone books) ---
+
+/// Which account a phone number (normalised E.164, `+` and digits) belongs to.
+/// Written by whoever verifies numbers (SMS sign-in, msisdn 3PIDs) through
+/// `Contacts::on_phone_added`.
+pub const PHONE_USERID: Table<String, Raw> = Table::new("phone_userid");
+/// The peppered lookup hash of each account's number, for hashed discovery.
+pub const PHONEHASH_PHONE: Table<String, Raw> = Table::new("phonehash_phone");
+/// Uploaded phone books: (uploader, hash of the number) -> {phone?, name?}.
+/// Private to the uploader; deleted with the account.
+pub const USERIDHASH_CONTACT: Table<(OwnedUserId, String), Raw> = Table::new("useridhash_contact");
+/// Who has a number in their phone book: (hash of the number, uploader) -> ().
+pub const HASHUSERID_: Table<(String, OwnedUserId), ()> = Table::new("hashuserid_");
 
 pub const ALL_COLUMNS: &[&str] = &[
     GLOBAL.name,
@@ -250,4 +263,8 @@ pub const ALL_COLUMNS: &[&str] = &[
     USERID_DEHYDRATEDDEVICE.name,
     MSISDN_THREEPID.name,
     USERIDMSISDN_.name,
+    PHONE_USERID.name,
+    PHONEHASH_PHONE.name,
+    USERIDHASH_CONTACT.name,
+    HASHUSERID_.name,
 ];

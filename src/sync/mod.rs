@@ -57,7 +57,19 @@ pub fn acknowledge(s: &Services, who: &Identity, token: &str) -> Result<u64> {
     let count = token::decode(&who.user_id, token)?;
     s.to_device
         .acknowledge(&who.user_id, &who.device_id, count)?;
+    delivered(s, who, count);
     Ok(count)
+}
+
+/// The user has received everything up to `count`: delivered receipts. A
+/// failure here is logged, never the sync's.
+fn delivered(s: &Services, who: &Identity, count: u64) {
+    if let Err(e) = s
+        .delivered
+        .acknowledged(&s.rooms, &s.receipts, &who.user_id, count)
+    {
+        tracing::warn!(error = %e, user = %who.user_id, "cannot record delivered receipts");
+    }
 }
 
 /// Answers a sync, waiting up to the timeout for something new.
@@ -72,6 +84,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         // The device has what the token covers: its to-device messages can go.
         s.to_device
             .acknowledge(&who.user_id, &who.device_id, acknowledged)?;
+        delivered(s, who, acknowledged);
     }
     let deadline = tokio::time::Instant::now() + req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let mut stopping = s.stopping.subscribe();
@@ -87,10 +100,15 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         }
         let watches = register_watches(s, who)?;
         let upto = s.db.visible_count();
-        let response = build(s, who, since, upto, &req)?;
+        let mut response = build(s, who, since, upto, &req)?;
         let empty = since.is_some() && response.is_empty() && !req.full_state;
         let waited_long_enough = tokio::time::Instant::now() >= deadline || *stopping.borrow();
         if !empty || waited_long_enough {
+            if empty && let Some(token) = &req.since {
+                // Nothing for the device: its token stays. What moved the
+                // count (its own delivered receipts, say) was not for it.
+                response.next_batch = token.clone();
+            }
             return Ok(response);
         }
         let woken = select_all(

@@ -170,6 +170,7 @@ impl Users {
     /// Deletes everything stored per user that has no use once the account is gone.
     pub fn delete_private_data(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
         batch.delete_prefix(USERIDFILTERID_FILTER, &prefix(&(user.to_owned(),)))?;
+        crate::contacts::stage_delete_user(&self.db, batch, user)?;
         crate::e2ee::stage_delete_user(&self.db, batch, user)
     }
 

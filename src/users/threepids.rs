@@ -98,12 +98,4 @@ impl Users {
         }
         Ok(owned)
     }
-
-    /// Unbinds every number of `user` (deactivation).
-    pub fn stage_unbind_all_phones(&self, batch: &mut Batch, user: &UserId) -> Result<()> {
-        for number in self.phone_numbers(user)? {
-            self.stage_unbind_phone(batch, user, &number.address)?;
-        }
-        Ok(())
-    }
 }

@@ -657,3 +657,42 @@ async fn a_login_without_a_type_is_a_clean_error() {
         .await;
     assert_eq!(got.0.as_u16(), 400, "{}", got.1);
 }
+
+#[tokio::test]
+async fn signing_up_by_sms_tells_those_who_have_the_number_in_their_phone_book() {
+    let (s, gw) = with_gateway(|_| {}).await;
+    let alice = s.register("alice").await;
+    let contacts = "/_matrix/client/unstable/ai.iambig/contacts";
+    let (status, body) = s
+        .post(
+            contacts,
+            Some(&alice.token),
+            json!({ "contacts": [{ "phone": "+44 7700 900555", "name": "Bob" }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["matches"], json!([]), "nobody has the number yet");
+
+    let bob = sign_in(&s, &gw, "+44 7700 900555", "+447700900555").await;
+
+    let synced = crate::common::sync(&s, &alice, "").await;
+    let event = synced["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "ai.iambig.contacts")
+        .cloned()
+        .expect("the arrival is announced");
+    assert_eq!(
+        event["content"]["matches"][0]["user_id"],
+        bob.user_id.as_str()
+    );
+    let (_, body) = s
+        .post(
+            contacts,
+            Some(&alice.token),
+            json!({ "contacts": [{ "phone": "+447700900555" }] }),
+        )
+        .await;
+    assert_eq!(body["matches"][0]["user_id"], bob.user_id.as_str());
+}

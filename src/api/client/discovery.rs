@@ -30,7 +30,7 @@ pub const ROOM_VERSIONS: &[RoomVersionId] =
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
 
 pub async fn versions(
-    State(_): State<AppState>,
+    State(s): State<AppState>,
     _: Ruma<get_supported_versions::Request>,
 ) -> Result<RumaResponse<get_supported_versions::Response>> {
     let mut response = get_supported_versions::Response::new(
@@ -46,6 +46,17 @@ pub async fn versions(
         ("org.matrix.msc3916.stable".to_owned(), true),
         // Sign-in by SMS code (docs/extensions.md).
         ("ai.iambig.sms".to_owned(), true),
+        // Messenger extensions (docs/extensions.md).
+        (
+            "ai.iambig.contacts".to_owned(),
+            s.config.messenger.contact_discovery,
+        ),
+        (
+            "ai.iambig.delivered".to_owned(),
+            s.config.messenger.delivered_receipts,
+        ),
+        ("ai.iambig.dialogs".to_owned(), true),
+        ("ai.iambig.last_seen".to_owned(), s.presence.enabled()),
     ]);
     Ok(response.into())
 }

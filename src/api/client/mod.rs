@@ -12,6 +12,7 @@ mod ephemeral;
 mod filter;
 mod keys;
 mod membership;
+mod messenger;
 mod openid;
 mod presence;
 mod profile;
@@ -210,6 +211,8 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             "/_matrix/client/r0/account/3pid",
             axum::routing::post(sms::add_threepid_via_identity_server),
         )
+        // messenger extensions (contacts, identity lookup, dialogs, last seen)
+        .merge(messenger::routes())
 }
 
 /// Endpoints that act on a `{userId}` only allow the caller's own id.
