@@ -37,6 +37,8 @@ pub struct Config {
     pub push: PushConfig,
     pub outbox: OutboxConfig,
     pub media: MediaConfig,
+    /// AI bots and the model they use (see docs/ai.md).
+    pub ai: crate::ai::AiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -337,6 +339,7 @@ impl Default for Config {
             push: PushConfig::default(),
             outbox: OutboxConfig::default(),
             media: MediaConfig::default(),
+            ai: crate::ai::AiConfig::default(),
         }
     }
 }
@@ -556,6 +559,9 @@ impl Config {
                 return err(key, "burst must be at least 1");
             }
         }
+        if let Some((key, what)) = self.ai.problem(&self.server_name) {
+            return err(&key, &what);
+        }
         Ok(())
     }
 
@@ -627,6 +633,7 @@ mod tests {
             defaults.push.max_notification_age_ms
         );
         assert_eq!(example.outbox.retry_max_ms, defaults.outbox.retry_max_ms);
+        assert_eq!(example.ai, defaults.ai);
     }
 
     #[test]
