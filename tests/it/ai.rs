@@ -36,6 +36,8 @@ enum Script {
     Hang,
     /// Waits for `Model::release`, then streams the pieces.
     Gate(Vec<&'static str>),
+    /// Ignores `stream: true` and answers with one JSON object.
+    Json(&'static str),
 }
 
 #[derive(Default)]
@@ -163,6 +165,11 @@ async fn complete(
             format!("{}data: {{this is not json\n\n", sse("Partial")),
         )
             .into_response(),
+        Script::Json(text) => axum::Json(json!({
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
+                          "finish_reason": "stop" }]
+        }))
+        .into_response(),
         Script::Hang => {
             let never = futures_util::stream::pending::<Result<String, std::io::Error>>();
             (sse_headers, Body::from_stream(never)).into_response()
@@ -540,6 +547,16 @@ async fn model_failures_become_notices_and_the_next_question_works() {
     assert!(last["content"].get(LIVE).is_none());
     let next = s.send_ok(&alice, &room, "and now?").await;
     assert_eq!(answer_of(&s, &alice, &room, &next).await, "Hello there!");
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_stream_is_understood() {
+    let model = Model::start(vec![("json", Script::Json("All at once"))]).await;
+    let s = server_for(&model.url, |c| c.ai.local_users_only = true).await;
+    let alice = s.register("alice").await;
+    let room = dm_with_bot(&s, &alice).await;
+    let question = s.send_ok(&alice, &room, "json please").await;
+    assert_eq!(answer_of(&s, &alice, &room, &question).await, "All at once");
 }
 
 #[tokio::test]
