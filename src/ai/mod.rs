@@ -88,6 +88,17 @@ pub async fn start(services: &Arc<Services>) -> Result<()> {
     Ok(())
 }
 
+/// Whether `user` is one of the configured bots. Rooms created with a bot
+/// invited are created unencrypted: the bot could not read them otherwise.
+pub fn is_bot(config: &crate::config::Config, user: &UserId) -> bool {
+    user.server_name() == config.server_name
+        && config
+            .ai
+            .bots
+            .iter()
+            .any(|b| b.localpart == user.localpart())
+}
+
 /// The bot's account, created if missing; its display name follows the config.
 async fn ensure_account(s: &Arc<Services>, bot: &BotConfig) -> Result<OwnedUserId> {
     let user = crate::auth::check_new_localpart(&bot.localpart, &s.config.server_name)?;
@@ -560,13 +571,13 @@ impl Bot {
                 return;
             }
         };
-        if let Err(e) = s.typing.set(short_room, &self.user, Some(TYPING)) {
-            tracing::debug!(error = %e, "cannot show typing");
-        }
+        let typing = keep_typing(Arc::downgrade(&s), short_room, self.user.clone());
         let outcome = tokio::select! {
-            outcome = self.stream_answer(&s, &room, &prompt, count, short_room) => outcome,
+            outcome = self.stream_answer(&s, &room, &prompt, count) => outcome,
             _ = stopping.wait_for(|stop| *stop) => Ok(()),
         };
+        typing.abort();
+        let _ = typing.await;
         if let Err(e) = s.typing.set(short_room, &self.user, None) {
             tracing::debug!(error = %e, "cannot stop typing");
         }
@@ -581,7 +592,6 @@ impl Bot {
         room: &RoomId,
         prompt: &Pdu,
         count: u64,
-        short_room: u64,
     ) -> Result<()> {
         let messages = self.context(s, room, count)?;
         let interval = Duration::from_millis(self.settings.edit_interval_ms);
@@ -591,7 +601,6 @@ impl Bot {
         let mut reply: Option<OwnedEventId> = None;
         let mut shown = String::new();
         let mut last_sent = tokio::time::Instant::now();
-        let mut typing_at = tokio::time::Instant::now();
         let mut failure: Option<LlmError> = None;
         let started = tokio::select! {
             started = self.llm.stream(&self.config.model, &messages) => started,
@@ -634,10 +643,6 @@ impl Bot {
                         shown.clone_from(&text);
                         last_sent = tokio::time::Instant::now();
                     }
-                    if typing_at.elapsed() > TYPING / 2 {
-                        let _ = s.typing.set(short_room, &self.user, Some(TYPING));
-                        typing_at = tokio::time::Instant::now();
-                    }
                 }
                 Ok(None) => completion = None,
                 Err(e) => {
@@ -670,21 +675,33 @@ impl Bot {
     /// The conversation sent to the model: the room's recent messages up to
     /// and including the question.
     fn context(&self, s: &Services, room: &RoomId, count: u64) -> Result<Vec<llm::ChatMessage>> {
-        // Edits take slots too; read generously, the builder keeps the newest.
-        let window = self.settings.context_messages.saturating_mul(3).min(1000);
-        let slice = s.rooms.timeline_between(room, 0, count, window, |pdu, _| {
-            Ok(*pdu.kind() == TimelineEventType::RoomMessage)
-        })?;
-        let history: Vec<TimelineMessage> = slice
-            .events
-            .iter()
-            .map(|(pdu, meta)| TimelineMessage {
+        // Edits (a streamed answer has many) are applied, not read as
+        // messages; notices take slots, so read some more than needed.
+        let window = self.settings.context_messages.saturating_mul(2).min(1000);
+        let slice = s
+            .rooms
+            .timeline_between(room, 0, count, window, |pdu, meta| {
+                Ok(*pdu.kind() == TimelineEventType::RoomMessage
+                    && meta.redacted_by.is_none()
+                    && !context::is_edit(pdu.parsed_content()))
+            })?;
+        let mut history = Vec::with_capacity(slice.events.len());
+        for (pdu, meta) in &slice.events {
+            let content = match s.rooms.latest_edit(pdu, meta)? {
+                Some(edit) => edit
+                    .parsed_content()
+                    .get("m.new_content")
+                    .cloned()
+                    .unwrap_or_else(|| pdu.content_value()),
+                None => pdu.content_value(),
+            };
+            history.push(TimelineMessage {
                 event_id: pdu.event_id.clone(),
                 sender: pdu.sender().to_owned(),
-                content: pdu.content_value(),
-                redacted: meta.redacted_by.is_some(),
-            })
-            .collect();
+                content,
+                redacted: false,
+            });
+        }
         let group = !self.is_direct(s, room)?;
         let names = names_of(s, room, &history);
         let name = |user: &UserId| {
@@ -703,6 +720,24 @@ impl Bot {
             &name,
         ))
     }
+}
+
+/// Shows the bot typing until the returned task is aborted.
+fn keep_typing(
+    services: Weak<Services>,
+    short_room: u64,
+    user: OwnedUserId,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Some(s) = services.upgrade() else { return };
+            if let Err(e) = s.typing.set(short_room, &user, Some(TYPING)) {
+                tracing::debug!(error = %e, "cannot show typing");
+            }
+            drop(s);
+            tokio::time::sleep(TYPING / 2).await;
+        }
+    })
 }
 
 /// Display names of the senders in `history` (their current member events).

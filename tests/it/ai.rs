@@ -640,16 +640,33 @@ async fn in_an_encrypted_room_the_bot_explains_once() {
     let model = Model::start(vec![]).await;
     let s = server_for(&model.url, |_| {}).await;
     let alice = s.register("alice").await;
+    let encryption = json!([{ "type": "m.room.encryption", "state_key": "",
+                              "content": { "algorithm": "m.megolm.v1.aes-sha2" } }]);
+    // A room created with the bot invited is created unencrypted.
+    let dm = s
+        .create_room(
+            &alice,
+            json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [BOT],
+                    "initial_state": encryption }),
+        )
+        .await;
+    let (status, _) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{dm}/state/m.room.encryption/"),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // One encrypted before the bot was invited stays encrypted.
     let room = s
         .create_room(
             &alice,
-            json!({
-                "preset": "trusted_private_chat", "is_direct": true, "invite": [BOT],
-                "initial_state": [{ "type": "m.room.encryption", "state_key": "",
-                                    "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
-            }),
+            json!({ "preset": "trusted_private_chat", "initial_state": encryption }),
         )
         .await;
+    let (status, body) = s.invite(&alice, &room, BOT).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     wait_for_join(&s, &alice, &room).await;
     let (status, body) = s
         .put(
@@ -663,10 +680,10 @@ async fn in_an_encrypted_room_the_bot_explains_once() {
     s.send_ok(&alice, &room, "plain text in an encrypted room")
         .await;
 
-    // A question in another room, answered after the bot read this one.
-    let other = dm_with_bot(&s, &alice).await;
-    let question = s.send_ok(&alice, &other, "hi").await;
-    answer_of(&s, &alice, &other, &question).await;
+    // A question in the unencrypted room, answered after the bot read this one.
+    wait_for_join(&s, &alice, &dm).await;
+    let question = s.send_ok(&alice, &dm, "hi").await;
+    answer_of(&s, &alice, &dm, &question).await;
     let notices: Vec<Value> = bot_messages(&s, &alice, &room).await;
     assert_eq!(notices.len(), 1, "{notices:#?}");
     assert_eq!(notices[0]["content"]["msgtype"], "m.notice");
