@@ -1,5 +1,5 @@
 //! What the model is shown: the system prompt and the room's recent messages,
-//! edits applied, redacted and notice messages left out, the bot's own
+//! edits applied, redacted messages, notices and media left out, the bot's own
 //! answers as `assistant` turns.
 
 use std::collections::HashMap;
@@ -37,6 +37,15 @@ pub fn is_edit(content: &Value) -> bool {
         .and_then(|r| r.get("rel_type"))
         .and_then(Value::as_str)
         == Some("m.replace")
+}
+
+/// Text a person typed (`m.text`, `m.emote`): what the bot reads and answers.
+/// Notices (bots' output) and media are not.
+pub fn is_text(content: &Value) -> bool {
+    matches!(
+        content.get("msgtype").and_then(Value::as_str),
+        Some("m.text" | "m.emote")
+    )
 }
 
 /// The body without a reply fallback (the quoted lines some clients prepend).
@@ -91,7 +100,7 @@ pub fn build(
             Some((editor, new_content)) if *editor == message.sender => *new_content,
             _ => &message.content,
         };
-        if content.get("msgtype").and_then(Value::as_str) == Some("m.notice") {
+        if !is_text(content) {
             continue;
         }
         let Some(body) = body_of(content) else {

@@ -286,12 +286,6 @@ impl SseParser {
     }
 }
 
-impl From<LlmError> for Error {
-    fn from(e: LlmError) -> Self {
-        Error::internal(e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

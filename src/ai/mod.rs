@@ -366,7 +366,9 @@ impl Bot {
                     Ok(!self.all_bots.contains(pdu.sender())
                         && matches!(
                             pdu.kind(),
-                            TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted
+                            TimelineEventType::RoomMessage
+                                | TimelineEventType::RoomEncrypted
+                                | TimelineEventType::RoomMember
                         ))
                 })?;
         if slice.limited {
@@ -374,6 +376,15 @@ impl Bot {
         }
         for (pdu, meta) in slice.events {
             if meta.redacted_by.is_some() {
+                continue;
+            }
+            if *pdu.kind() == TimelineEventType::RoomMember {
+                // Everyone else left: nobody to talk to.
+                if self.members_besides_bot(s, room)? == 0 {
+                    s.rooms.leave(room, &self.user, None).await?;
+                    tracing::info!(bot = %self.user, %room, "AI bot left a room where it was alone");
+                    return Ok(());
+                }
                 continue;
             }
             if *pdu.kind() == TimelineEventType::RoomEncrypted || is_encrypted(s, room)? {
@@ -407,7 +418,7 @@ impl Bot {
         }
         let content = pdu.parsed_content();
         if context::is_edit(content)
-            || content.get("msgtype").and_then(Value::as_str) == Some("m.notice")
+            || !context::is_text(content)
             || context::body_of(content).is_none()
         {
             return Ok(Verdict::Ignore);
@@ -426,10 +437,16 @@ impl Bot {
 
     /// A room of the bot and one other member answers every message.
     fn is_direct(&self, s: &Services, room: &RoomId) -> Result<bool> {
+        Ok(self.members_besides_bot(s, room)? <= 1)
+    }
+
+    /// Joined and invited members other than the bot.
+    fn members_besides_bot(&self, s: &Services, room: &RoomId) -> Result<u64> {
         let summary = s.rooms.sync_summary(room, &self.user)?;
         let joined = summary["m.joined_member_count"].as_u64().unwrap_or(0);
         let invited = summary["m.invited_member_count"].as_u64().unwrap_or(0);
-        Ok(joined + invited <= 2)
+        let bot_in = s.rooms.is_joined(room, &self.user)?;
+        Ok((joined + invited).saturating_sub(u64::from(bot_in)))
     }
 
     /// Mentioned (`m.mentions`, its name or id in the body) or replied to.

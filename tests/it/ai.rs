@@ -738,3 +738,29 @@ async fn without_bots_nothing_runs_and_the_display_name_follows_the_config() {
     assert_eq!(status, StatusCode::OK, "{member}");
     assert_eq!(member["displayname"], "Renamed AI");
 }
+
+#[tokio::test]
+async fn the_bot_leaves_when_everyone_else_left() {
+    let model = Model::start(vec![]).await;
+    let s = server_for(&model.url, |_| {}).await;
+    let alice = s.register("alice").await;
+    let room = dm_with_bot(&s, &alice).await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            Some(&alice.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room_id = ruma::RoomId::parse(&room).unwrap();
+    let bot = ruma::UserId::parse(BOT).unwrap();
+    for _ in 0..400 {
+        let membership = s.services().rooms.membership(&room_id, &bot).unwrap();
+        if membership.as_deref() == Some("leave") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the bot stayed alone in {room}");
+}
