@@ -636,7 +636,7 @@ impl Bot {
                 piece = stream.next() => piece,
                 _ = tokio::time::sleep_until(edit_due.unwrap_or(deadline)), if edit_due.is_some() => {
                     if let Some(original) = &reply {
-                        self.send(s, room, edit(original, &text, true)).await?;
+                        self.send(s, room, edit(original, &text, prompt, true)).await?;
                         shown.clone_from(&text);
                         last_sent = tokio::time::Instant::now();
                     }
@@ -670,7 +670,8 @@ impl Bot {
         }
         if let Some(original) = &reply {
             // The final edit, without the live marker, also when nothing changed.
-            self.send(s, room, edit(original, &text, false)).await?;
+            self.send(s, room, edit(original, &text, prompt, false))
+                .await?;
         }
         match (failure, reply) {
             (None, Some(_)) => Ok(()),
@@ -815,12 +816,20 @@ fn first_message(text: &str, prompt: &Pdu) -> Value {
     })
 }
 
-fn edit(original: &OwnedEventId, text: &str, live: bool) -> Value {
-    let mut new_content = json!({ "msgtype": "m.text", "body": text });
+/// An edit of the answer. The asker stays mentioned in the new content; the
+/// edit itself mentions nobody new (and `.m.rule.suppress_edits` keeps it
+/// from notifying anyway).
+fn edit(original: &OwnedEventId, text: &str, prompt: &Pdu, live: bool) -> Value {
+    let mut new_content = json!({
+        "msgtype": "m.text",
+        "body": text,
+        "m.mentions": { "user_ids": [prompt.sender()] },
+    });
     let mut content = json!({
         "msgtype": "m.text",
         "body": format!("* {text}"),
         "m.new_content": new_content.clone(),
+        "m.mentions": {},
         "m.relates_to": { "rel_type": "m.replace", "event_id": original },
     });
     if live {
