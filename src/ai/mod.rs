@@ -374,6 +374,9 @@ impl Bot {
         if slice.limited {
             tracing::warn!(bot = %self.user, %room, "more questions at once than the bot reads; older ones skipped");
         }
+        if let Some((newest, meta)) = slice.events.last() {
+            self.mark_read(s, room, newest, meta.count);
+        }
         for (pdu, meta) in slice.events {
             if meta.redacted_by.is_some() {
                 continue;
@@ -408,6 +411,25 @@ impl Bot {
             }
         }
         Ok(())
+    }
+
+    /// The bot has read everything up to `event`: a read receipt people see,
+    /// and no unread notifications piling up for an account nobody reads.
+    fn mark_read(&self, s: &Services, room: &RoomId, event: &Pdu, count: u64) {
+        let outcome = s.rooms.require_meta(room).and_then(|meta| {
+            s.notifications
+                .clear_read(&self.user, meta.short, count, None)?;
+            s.receipts.set(
+                meta.short,
+                "m.read",
+                &self.user,
+                None,
+                event.event_id.as_str(),
+            )
+        });
+        if let Err(e) = outcome {
+            tracing::debug!(bot = %self.user, %room, error = %e, "cannot mark the room read");
+        }
     }
 
     /// Whether (and how) to answer a message.

@@ -361,6 +361,18 @@ async fn a_dm_answer_streams_as_edits_and_the_model_sees_the_conversation() {
         panic!("no answer");
     };
     assert_eq!(text, "Hello there!");
+    // The bot read the question.
+    let body = sync(&s, &alice, "timeout=0").await;
+    let receipts = &body["rooms"]["join"][&room]["ephemeral"]["events"];
+    assert!(
+        receipts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.receipt"
+                && e["content"][&question]["m.read"].get(BOT).is_some()),
+        "{receipts}"
+    );
     // The first message is a live reply; every edit but the last is live.
     assert!(first["content"].get(LIVE).is_some(), "{first}");
     assert_eq!(
