@@ -194,7 +194,8 @@ impl Bot {
             s.db.watch(USERIDROOMID_MEMBERSHIP, prefix(&(self.user.clone(),)));
         drop(s);
         let mut rooms: HashMap<OwnedRoomId, Followed> = HashMap::new();
-        let mut declined: HashSet<OwnedRoomId> = HashSet::new();
+        // Invites (room, count) the bot could not answer: not retried, a new invite is.
+        let mut declined: HashSet<(OwnedRoomId, u64)> = HashSet::new();
         let mut membership_changed = true;
         loop {
             let Some(s) = services.upgrade() else { return };
@@ -275,14 +276,14 @@ impl Bot {
         &self,
         s: &Arc<Services>,
         rooms: &mut HashMap<OwnedRoomId, Followed>,
-        declined: &mut HashSet<OwnedRoomId>,
+        declined: &mut HashSet<(OwnedRoomId, u64)>,
         start: u64,
     ) -> Result<bool> {
         let mut added = false;
         let mut joined = HashSet::new();
         for (room, record) in s.rooms.memberships(&self.user)? {
             match record.membership.as_str() {
-                "invite" if !declined.contains(&room) => {
+                "invite" if !declined.contains(&(room.clone(), record.count)) => {
                     let inviter = s.rooms.pdu(record.event)?.map(|p| p.sender().to_owned());
                     let allowed = !self.settings.local_users_only
                         || inviter.as_deref().is_some_and(|i| s.users.is_local(i));
@@ -316,7 +317,7 @@ impl Bot {
                         }
                         Err(e) => {
                             tracing::warn!(bot = %self.user, %room, error = %e, "AI bot cannot answer an invite");
-                            declined.insert(room);
+                            declined.insert((room, record.count));
                         }
                     }
                 }
