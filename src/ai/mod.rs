@@ -603,6 +603,17 @@ impl Bot {
             return;
         };
         let Some(s) = services.upgrade() else { return };
+        // A question redacted while it waited is not answered.
+        let redacted = s
+            .rooms
+            .short_event_id(&prompt.event_id)
+            .ok()
+            .flatten()
+            .and_then(|short| s.rooms.event_meta(short).ok().flatten())
+            .is_none_or(|meta| meta.redacted_by.is_some());
+        if redacted {
+            return;
+        }
         let mut stopping = s.stopping.subscribe();
         let short_room = match s.rooms.require_meta(&room) {
             Ok(meta) => meta.short,
@@ -659,7 +670,7 @@ impl Bot {
                 piece = stream.next() => piece,
                 _ = tokio::time::sleep_until(edit_due.unwrap_or(deadline)), if edit_due.is_some() => {
                     if let Some(original) = &reply {
-                        self.send(s, room, edit(original, &text, prompt, true)).await?;
+                        self.send(s, room, edit(original, text.trim(), prompt, true)).await?;
                         shown.clone_from(&text);
                         last_sent = tokio::time::Instant::now();
                     }
@@ -679,7 +690,10 @@ impl Bot {
                         completion = None;
                     }
                     if reply.is_none() && !text.trim().is_empty() {
-                        reply = Some(self.send(s, room, first_message(&text, prompt)).await?);
+                        reply = Some(
+                            self.send(s, room, first_message(text.trim(), prompt))
+                                .await?,
+                        );
                         shown.clone_from(&text);
                         last_sent = tokio::time::Instant::now();
                     }
@@ -693,7 +707,7 @@ impl Bot {
         }
         if let Some(original) = &reply {
             // The final edit, without the live marker, also when nothing changed.
-            self.send(s, room, edit(original, &text, prompt, false))
+            self.send(s, room, edit(original, text.trim(), prompt, false))
                 .await?;
         }
         match (failure, reply) {
