@@ -40,6 +40,8 @@ pub struct Config {
     pub turn: TurnConfig,
     pub sms: SmsConfig,
     pub messenger: MessengerConfig,
+    /// AI bots and the model they use (see docs/ai.md).
+    pub ai: crate::ai::AiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +480,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             sms: SmsConfig::default(),
             messenger: MessengerConfig::default(),
+            ai: crate::ai::AiConfig::default(),
         }
     }
 }
@@ -733,6 +736,9 @@ impl Config {
                 return err(key, "burst must be at least 1");
             }
         }
+        if let Some((key, what)) = self.ai.problem(&self.server_name) {
+            return err(&key, &what);
+        }
         self.validate_sms()?;
         Ok(())
     }
@@ -869,6 +875,7 @@ mod tests {
             defaults.sms.rate_limit_per_number
         );
         assert_eq!(example.sms.code_lifetime_ms, defaults.sms.code_lifetime_ms);
+        assert_eq!(example.ai, defaults.ai);
     }
 
     #[test]

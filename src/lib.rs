@@ -3,6 +3,7 @@
 //! `Server::start(config)` opens the data folder, builds the services and serves
 //! the HTTP API on every configured listener; tests start it in-process.
 
+pub mod ai;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -201,6 +202,7 @@ impl Server {
             services.presence.spawn_sweeper();
         }
         services.start_background()?;
+        ai::start(&services).await?;
         let app = api::router(services.clone());
         *services.dispatcher.lock() = Some(app.clone());
         let (shutdown, _) = watch::channel(false);

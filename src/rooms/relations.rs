@@ -2,6 +2,8 @@
 //! annotations and references. Indexed when an event is written; served by
 //! `/relations`, `/threads` and bundled into `unsigned.m.relations`.
 
+use std::sync::Arc;
+
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -115,10 +117,30 @@ impl Rooms {
 
     /// A child still related to its parent (a redaction strips the relation),
     /// in the parent's room.
-    fn live_child(&self, child: &Child, room: &RoomId) -> Result<Option<std::sync::Arc<Pdu>>> {
+    fn live_child(&self, child: &Child, room: &RoomId) -> Result<Option<Arc<Pdu>>> {
         Ok(self
             .pdu(child.short)?
             .filter(|pdu| pdu.room_id == room && relation_of(pdu).is_some()))
+    }
+
+    /// The latest edit of an event by its sender, if any.
+    pub fn latest_edit(&self, pdu: &Pdu, meta: &super::EventMeta) -> Result<Option<Arc<Pdu>>> {
+        if !meta.has_relations {
+            return Ok(None);
+        }
+        let children = self.children(&pdu.event_id)?;
+        Ok(self.latest_edit_of(pdu, &children).map(|(edit, _)| edit))
+    }
+
+    fn latest_edit_of(&self, pdu: &Pdu, children: &[Child]) -> Option<(Arc<Pdu>, u64)> {
+        children
+            .iter()
+            .rev()
+            .filter(|c| c.rel_type == "m.replace" && c.kind == pdu.kind().to_string())
+            .find_map(|c| {
+                let edit = self.live_child(c, &pdu.room_id).ok().flatten()?;
+                (edit.sender() == pdu.sender()).then_some((edit, c.short))
+            })
     }
 
     /// `unsigned.m.relations` for an event: the latest edit by its sender, the
@@ -138,20 +160,12 @@ impl Rooms {
         }
         let mut bundle = Map::new();
         let is_edit = relation_of(pdu).is_some_and(|(t, _)| t == "m.replace");
-        if pdu.state_key().is_none() && !is_edit {
-            let latest_edit = children
-                .iter()
-                .rev()
-                .filter(|c| c.rel_type == "m.replace" && c.kind == pdu.kind().to_string())
-                .find_map(|c| {
-                    let edit = self.live_child(c, &pdu.room_id).ok().flatten()?;
-                    (edit.sender() == pdu.sender()).then_some((edit, c.short))
-                });
-            if let Some((edit, short)) = latest_edit
-                && let Some(meta) = self.event_meta(short)?
-            {
-                bundle.insert("m.replace".into(), self.client_event_plain(&edit, &meta)?);
-            }
+        if pdu.state_key().is_none()
+            && !is_edit
+            && let Some((edit, short)) = self.latest_edit_of(pdu, &children)
+            && let Some(meta) = self.event_meta(short)?
+        {
+            bundle.insert("m.replace".into(), self.client_event_plain(&edit, &meta)?);
         }
         let thread: Vec<&Child> = children
             .iter()

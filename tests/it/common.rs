@@ -68,6 +68,12 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Like `restart`, with the config changed first.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        adjust(&mut self.config);
+        self.restart().await;
+    }
+
     pub fn services(&self) -> &bigd::Services {
         &self.server.as_ref().unwrap().services
     }

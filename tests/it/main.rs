@@ -3,6 +3,7 @@
 mod access;
 mod account_data;
 mod accounts;
+mod ai;
 mod cli;
 mod common;
 mod contacts;

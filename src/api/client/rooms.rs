@@ -119,6 +119,9 @@ pub async fn create(
             return Err(Error::not_found(format!("{invitee} does not exist")));
         }
     }
+    if body.invite.iter().any(|u| crate::ai::is_bot(&s.config, u)) {
+        initial_state.retain(|(kind, _, _)| kind != "m.room.encryption");
+    }
     let alias = match &body.room_alias_name {
         Some(name) => {
             let alias = OwnedRoomAliasId::try_from(format!("#{name}:{}", s.config.server_name))
