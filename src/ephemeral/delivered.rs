@@ -1,8 +1,10 @@
 //! Delivered status: when a device acknowledges a sync position (its next
 //! `since` over HTTP, an `ack` frame on the WebSocket), its user has received
 //! everything up to it, so in each joined room with news since the user's
-//! previous acknowledgement the newest event from someone else gets the
-//! user's `ai.iambig.delivered` receipt.
+//! previous acknowledgement, the newest event of each other sender gets the
+//! user's `ai.iambig.delivered` receipt, which that sender alone is sent. In
+//! a group this costs one receipt per sender, not one per member to every
+//! member.
 //!
 //! Acknowledging happens on every sync, so the work is bounded: one seek per
 //! joined room finds there is nothing new, and a room with news is read
@@ -20,8 +22,7 @@ use crate::{
     storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, prefix},
 };
 
-/// A room where the user wrote this many events in a row since their last
-/// acknowledgement is not read further back for someone else's.
+/// Events read back per room for the newest event of each other sender.
 const MAX_EVENTS_READ_PER_ROOM: usize = 50;
 
 #[derive(Debug)]
@@ -76,6 +77,7 @@ impl Delivered {
                 &(meta.short, upto.saturating_add(1)).encode(),
                 false,
             );
+            let mut senders = std::collections::HashSet::new();
             for row in rows.take(MAX_EVENTS_READ_PER_ROOM) {
                 let ((_, count), short) = row?;
                 if count <= after {
@@ -84,11 +86,16 @@ impl Delivered {
                 let Some(pdu) = rooms.pdu(short)? else {
                     continue;
                 };
-                if pdu.sender() == user {
+                if pdu.sender() == user || !senders.insert(pdu.sender().to_owned()) {
                     continue;
                 }
-                receipts.set_delivered(meta.short, user, pdu.event_id.as_str(), count)?;
-                break;
+                receipts.set_delivered(
+                    meta.short,
+                    user,
+                    pdu.sender(),
+                    pdu.event_id.as_str(),
+                    count,
+                )?;
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
-//! Read receipts (`m.read`, `m.read.private`, threaded ones) and delivered
-//! receipts (`ai.iambig.delivered`, see `delivered.rs`): the latest per
-//! (room, type, user, thread), with a change feed by count for sync.
+//! Read receipts (`m.read`, `m.read.private`, threaded ones): the latest per
+//! (room, type, user, thread), with a change feed by count for sync. And
+//! delivered receipts (`ai.iambig.delivered`, see `delivered.rs`): the latest
+//! per (room, receiving user, sender), with a change feed per sender, since
+//! only the sender of a message needs to know it arrived.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,8 @@ use serde_json::{Map, Value, json};
 use crate::{
     error::Result,
     storage::{
-        Engine, Key, Raw, SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDTYPEUSERTHREAD_RECEIPT, prefix,
+        Engine, Key, Raw, SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDTYPEUSERTHREAD_RECEIPT,
+        SHORTROOMIDUSERSENDER_DELIVERED, USERIDSHORTROOMIDCOUNT_DELIVERED, prefix,
     },
     util::now_ms,
 };
@@ -51,38 +54,89 @@ impl Receipts {
         self.write(short_room, kind, user, thread, event_id, None)
     }
 
-    /// Records that `user` has received the event at timeline position
-    /// `event_count` (`ai.iambig.delivered`), unless their delivered receipt in
-    /// the room is already there or later. Returns whether it moved.
+    /// Records that `user` has received `sender`'s event at timeline
+    /// position `event_count`, unless their delivered receipt for that sender
+    /// in the room is already there or later. Returns whether it moved.
     pub fn set_delivered(
         &self,
         short_room: u64,
         user: &UserId,
+        sender: &UserId,
         event_id: &str,
         event_count: u64,
     ) -> Result<bool> {
         let _moving = self.delivered.lock();
-        let key = (
-            short_room,
-            DELIVERED.to_owned(),
-            user.to_owned(),
-            String::new(),
-        );
-        if let Some(Raw(old)) = self.db.get(SHORTROOMIDTYPEUSERTHREAD_RECEIPT, &key)? {
+        let key = (short_room, user.to_owned(), sender.to_owned());
+        let mut batch = self.db.batch();
+        if let Some(Raw(old)) = self.db.get(SHORTROOMIDUSERSENDER_DELIVERED, &key)? {
             let old: Value = serde_json::from_slice(&old)?;
             if old["event_count"].as_u64().unwrap_or(0) >= event_count {
                 return Ok(false);
             }
+            if let Some(feed) = old["feed"].as_u64() {
+                batch.delete(
+                    USERIDSHORTROOMIDCOUNT_DELIVERED,
+                    &(sender.to_owned(), short_room, feed),
+                );
+            }
         }
-        self.write(
-            short_room,
-            DELIVERED,
-            user,
-            None,
-            event_id,
-            Some(event_count),
-        )?;
+        let feed = batch.next_count()?;
+        let record = json!({
+            "event_id": event_id, "event_count": event_count, "ts": now_ms(), "feed": feed,
+        });
+        batch.put(
+            SHORTROOMIDUSERSENDER_DELIVERED,
+            &key,
+            &Raw(serde_json::to_vec(&record)?),
+        );
+        batch.put(
+            USERIDSHORTROOMIDCOUNT_DELIVERED,
+            &(sender.to_owned(), short_room, feed),
+            &Raw(user.as_bytes().to_vec()),
+        );
+        batch.commit()?;
         Ok(true)
+    }
+
+    /// The delivered receipts on `sender`'s events in a room that changed in
+    /// (after, upto], as `{event_id: {"ai.iambig.delivered": {user: {ts}}}}`.
+    fn delivered_since(
+        &self,
+        short_room: u64,
+        sender: &UserId,
+        after: u64,
+        upto: u64,
+        content: &mut BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    ) -> Result<()> {
+        let feed_prefix = prefix(&(sender.to_owned(), short_room));
+        let start = (sender.to_owned(), short_room, after.saturating_add(1)).encode();
+        for row in self
+            .db
+            .iter(USERIDSHORTROOMIDCOUNT_DELIVERED, &feed_prefix, &start, true)
+        {
+            let ((_, _, feed), Raw(user)) = row?;
+            if feed > upto {
+                break;
+            }
+            let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&user).into_owned())
+            else {
+                continue;
+            };
+            let key = (short_room, user.clone(), sender.to_owned());
+            let Some(Raw(record)) = self.db.get(SHORTROOMIDUSERSENDER_DELIVERED, &key)? else {
+                continue;
+            };
+            let record: Value = serde_json::from_slice(&record)?;
+            if let Some(event_id) = record["event_id"].as_str() {
+                content
+                    .entry(event_id.to_owned())
+                    .or_default()
+                    .entry(DELIVERED.to_owned())
+                    .or_default()
+                    .insert(user.to_string(), json!({ "ts": record["ts"] }));
+            }
+        }
+        Ok(())
     }
 
     fn write(
@@ -146,10 +200,8 @@ impl Receipts {
             if is_private(&kind) && user != viewer {
                 continue;
             }
-            // A user's own delivered receipts are news to nobody on their
-            // devices; sending them would also make every acknowledging sync
-            // answer the next one at once.
-            if kind == DELIVERED && user == viewer {
+            // Delivered receipts have their own feed (`delivered_since`).
+            if kind == DELIVERED {
                 continue;
             }
             let key = (short_room, kind.clone(), user.clone(), thread.clone());
@@ -171,6 +223,7 @@ impl Receipts {
                 .or_default()
                 .insert(user.to_string(), receipt);
         }
+        self.delivered_since(short_room, viewer, after, upto, &mut content)?;
         if content.is_empty() {
             return Ok(None);
         }

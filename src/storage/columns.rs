@@ -108,6 +108,16 @@ pub const SHORTROOMIDTYPEUSERTHREAD_RECEIPT: Table<(u64, String, OwnedUserId, St
 pub const SHORTROOMIDCOUNT_RECEIPTKEY: Table<(u64, u64), Raw> =
     Table::new("shortroomidcount_receiptkey");
 
+/// Delivered receipts: (short room id, receiving user, sender) -> {event_id,
+/// event_count, ts, feed}: the newest event of that sender the user has
+/// received. Only the sender sees them (`ai.iambig.delivered`).
+pub const SHORTROOMIDUSERSENDER_DELIVERED: Table<(u64, OwnedUserId, OwnedUserId), Raw> =
+    Table::new("shortroomidusersender_delivered");
+/// Change feed of delivered receipts by the sender they are for:
+/// (sender, short room id, count) -> receiving user.
+pub const USERIDSHORTROOMIDCOUNT_DELIVERED: Table<(OwnedUserId, u64, u64), Raw> =
+    Table::new("useridshortroomidcount_delivered");
+
 /// Presence of each user (what was set and when they were last active or synced).
 pub const USERID_PRESENCE: Table<OwnedUserId, Raw> = Table::new("userid_presence");
 /// Change feed of presence: count -> user, for sync.
@@ -240,6 +250,8 @@ pub const ALL_COLUMNS: &[&str] = &[
     SHORTROOMID_TYPINGCOUNT.name,
     SHORTROOMIDTYPEUSERTHREAD_RECEIPT.name,
     SHORTROOMIDCOUNT_RECEIPTKEY.name,
+    SHORTROOMIDUSERSENDER_DELIVERED.name,
+    USERIDSHORTROOMIDCOUNT_DELIVERED.name,
     USERID_PRESENCE.name,
     COUNT_PRESENCEUSER.name,
     USERIDSHORTROOMIDCOUNT_NOTIFY.name,

@@ -28,7 +28,8 @@ use crate::{
     storage::{
         COUNT_KEYCHANGEUSER, COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT,
         SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY,
-        USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, Watch, prefix,
+        USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, USERIDSHORTROOMIDCOUNT_DELIVERED,
+        Watch, prefix,
     },
 };
 
@@ -140,6 +141,11 @@ fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
     }
     // Anyone's keys changing may concern this user (the build decides).
     watches.push(s.db.watch(COUNT_KEYCHANGEUSER, Vec::new()));
+    // Delivered receipts on this user's messages, in any room.
+    watches.push(s.db.watch(
+        USERIDSHORTROOMIDCOUNT_DELIVERED,
+        prefix(&(user.to_owned(),)),
+    ));
     for room in s.rooms.joined_rooms(user)? {
         if let Some(meta) = s.rooms.meta(&room)? {
             watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));

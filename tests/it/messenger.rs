@@ -377,3 +377,26 @@ async fn dialogs_started_from_both_sides_at_once_are_one_room() {
         );
     }
 }
+
+#[tokio::test]
+async fn in_a_group_each_sender_alone_learns_their_messages_arrived() {
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    let carol = s.register("carol").await;
+    s.join(&carol, &room).await;
+    let bob_since = next_batch(&sync(&s, &bob, "").await);
+    let from_alice = s.send_ok(&alice, &room, "from alice").await;
+    let from_carol = s.send_ok(&carol, &room, "from carol").await;
+    // Bob fetches both, then acknowledges them with his next sync.
+    let fetched = sync(&s, &bob, &format!("since={bob_since}")).await;
+    sync(&s, &bob, &format!("since={}", next_batch(&fetched))).await;
+
+    let alice_view = sync(&s, &alice, "").await;
+    assert_eq!(
+        delivered_in(&alice_view, &room, &bob),
+        vec![from_alice.clone()]
+    );
+    let carol_view = sync(&s, &carol, "").await;
+    assert_eq!(delivered_in(&carol_view, &room, &bob), vec![from_carol]);
+    // Nobody is sent receipts on someone else's messages.
+    assert!(!delivered_in(&carol_view, &room, &bob).contains(&from_alice));
+}
