@@ -134,6 +134,7 @@ impl Services {
     /// Starts what works in the background while serving: outbox delivery,
     /// and hourly the pruning of old notifications and media retention.
     fn start_background(self: &Arc<Self>) -> Result<()> {
+        self.delivered.start_writer(Arc::downgrade(self));
         let gateway = Arc::new(push::gateway::Gateway::new(self)?);
         self.outbox.start(outbox::Kind::Pusher, gateway)?;
         let weak = Arc::downgrade(self);

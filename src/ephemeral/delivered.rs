@@ -8,14 +8,19 @@
 //!
 //! Acknowledging happens on every sync, so the work is bounded: one seek per
 //! joined room finds there is nothing new, and a room with news is read
-//! backwards only until an event from someone else (at most
-//! `MAX_EVENTS_READ_PER_ROOM` events).
+//! backwards at most `MAX_EVENTS_READ_PER_ROOM` events. The receipts found
+//! are handed to a writer task that commits whatever has queued up in one
+//! batch: with many devices acknowledging, one commit per acknowledgement
+//! was most of the server's work. A receipt thus lands a moment after the
+//! acknowledgement (at once when the server is idle).
 
 use std::collections::HashMap;
 
 use ruma::{OwnedUserId, UserId};
 
-use super::receipts::Receipts;
+use tokio::sync::mpsc;
+
+use super::receipts::DeliveredItem;
 use crate::{
     error::Result,
     rooms::Rooms,
@@ -25,9 +30,15 @@ use crate::{
 /// Events read back per room for the newest event of each other sender.
 const MAX_EVENTS_READ_PER_ROOM: usize = 50;
 
+/// Receipts the writer takes into one batch at most.
+const MAX_BATCH: usize = 1024;
+
 #[derive(Debug)]
 pub struct Delivered {
     enabled: bool,
+    queue: mpsc::UnboundedSender<DeliveredItem>,
+    /// The writer's end, until `start_writer` takes it.
+    pending: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<DeliveredItem>>>,
     /// The highest position each user has acknowledged since start. Unknown
     /// after a restart: then the bounded read and the receipts' own
     /// never-backwards check keep the first acknowledgement cheap and right.
@@ -36,10 +47,39 @@ pub struct Delivered {
 
 impl Delivered {
     pub fn new(enabled: bool) -> Self {
+        let (queue, pending) = mpsc::unbounded_channel();
         Self {
             enabled,
+            queue,
+            pending: parking_lot::Mutex::new(Some(pending)),
             acknowledged: Default::default(),
         }
+    }
+
+    /// Starts the task that writes queued receipts, batching what queued up
+    /// while the previous batch was written. It ends with the server.
+    pub fn start_writer(&self, services: std::sync::Weak<crate::Services>) {
+        let Some(mut pending) = self.pending.lock().take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut items = vec![first];
+                while items.len() < MAX_BATCH {
+                    match pending.try_recv() {
+                        Ok(item) => items.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let Some(s) = services.upgrade() else { return };
+                if *s.stopping.borrow() {
+                    return;
+                }
+                if let Err(e) = s.receipts.set_delivered_many(&items) {
+                    tracing::warn!(error = %e, "cannot record delivered receipts");
+                }
+            }
+        });
     }
 
     pub fn enabled(&self) -> bool {
@@ -47,13 +87,7 @@ impl Delivered {
     }
 
     /// A device of `user` has received everything up to `upto`.
-    pub fn acknowledged(
-        &self,
-        rooms: &Rooms,
-        receipts: &Receipts,
-        user: &UserId,
-        upto: u64,
-    ) -> Result<()> {
+    pub fn acknowledged(&self, rooms: &Rooms, user: &UserId, upto: u64) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -89,13 +123,14 @@ impl Delivered {
                 if pdu.sender() == user || !senders.insert(pdu.sender().to_owned()) {
                     continue;
                 }
-                receipts.set_delivered(
-                    meta.short,
-                    user,
-                    pdu.sender(),
-                    pdu.event_id.as_str(),
-                    count,
-                )?;
+                // The writer is gone only when the server stops.
+                let _ = self.queue.send(DeliveredItem {
+                    short_room: meta.short,
+                    user: user.to_owned(),
+                    sender: pdu.sender().to_owned(),
+                    event_id: pdu.event_id.to_string(),
+                    event_count: count,
+                });
             }
         }
         Ok(())

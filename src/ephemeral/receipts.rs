@@ -29,6 +29,16 @@ pub struct Receipts {
 /// The receipt bigd records when a device of the user has received an event.
 pub const DELIVERED: &str = "ai.iambig.delivered";
 
+/// One delivered receipt to record: `user` has received `sender`'s event.
+#[derive(Debug, Clone)]
+pub struct DeliveredItem {
+    pub short_room: u64,
+    pub user: OwnedUserId,
+    pub sender: OwnedUserId,
+    pub event_id: String,
+    pub event_count: u64,
+}
+
 /// Receipt types only their owner may see.
 fn is_private(kind: &str) -> bool {
     kind == "m.read.private"
@@ -54,48 +64,57 @@ impl Receipts {
         self.write(short_room, kind, user, thread, event_id, None)
     }
 
-    /// Records that `user` has received `sender`'s event at timeline
-    /// position `event_count`, unless their delivered receipt for that sender
-    /// in the room is already there or later. Returns whether it moved.
-    pub fn set_delivered(
-        &self,
-        short_room: u64,
-        user: &UserId,
-        sender: &UserId,
-        event_id: &str,
-        event_count: u64,
-    ) -> Result<bool> {
-        let _moving = self.delivered.lock();
-        let key = (short_room, user.to_owned(), sender.to_owned());
-        let mut batch = self.db.batch();
-        if let Some(Raw(old)) = self.db.get(SHORTROOMIDUSERSENDER_DELIVERED, &key)? {
-            let old: Value = serde_json::from_slice(&old)?;
-            if old["event_count"].as_u64().unwrap_or(0) >= event_count {
-                return Ok(false);
-            }
-            if let Some(feed) = old["feed"].as_u64() {
-                batch.delete(
-                    USERIDSHORTROOMIDCOUNT_DELIVERED,
-                    &(sender.to_owned(), short_room, feed),
-                );
+    /// Records delivered receipts in one batch: for each, that `user` has
+    /// received `sender`'s event at timeline position `event_count`, unless
+    /// their receipt for that sender in the room is already there or later.
+    /// Returns how many moved.
+    pub fn set_delivered_many(&self, items: &[DeliveredItem]) -> Result<usize> {
+        // The newest per (room, user, sender): one batch holds each key once.
+        let mut newest: BTreeMap<(u64, OwnedUserId, OwnedUserId), &DeliveredItem> = BTreeMap::new();
+        for item in items {
+            let key = (item.short_room, item.user.clone(), item.sender.clone());
+            let entry = newest.entry(key).or_insert(item);
+            if item.event_count > entry.event_count {
+                *entry = item;
             }
         }
-        let feed = batch.next_count()?;
-        let record = json!({
-            "event_id": event_id, "event_count": event_count, "ts": now_ms(), "feed": feed,
-        });
-        batch.put(
-            SHORTROOMIDUSERSENDER_DELIVERED,
-            &key,
-            &Raw(serde_json::to_vec(&record)?),
-        );
-        batch.put(
-            USERIDSHORTROOMIDCOUNT_DELIVERED,
-            &(sender.to_owned(), short_room, feed),
-            &Raw(user.as_bytes().to_vec()),
-        );
-        batch.commit()?;
-        Ok(true)
+        let _moving = self.delivered.lock();
+        let mut batch = self.db.batch();
+        let mut moved = 0;
+        for (key, item) in newest {
+            if let Some(Raw(old)) = self.db.get(SHORTROOMIDUSERSENDER_DELIVERED, &key)? {
+                let old: Value = serde_json::from_slice(&old)?;
+                if old["event_count"].as_u64().unwrap_or(0) >= item.event_count {
+                    continue;
+                }
+                if let Some(feed) = old["feed"].as_u64() {
+                    batch.delete(
+                        USERIDSHORTROOMIDCOUNT_DELIVERED,
+                        &(item.sender.clone(), item.short_room, feed),
+                    );
+                }
+            }
+            let feed = batch.next_count()?;
+            let record = json!({
+                "event_id": item.event_id, "event_count": item.event_count,
+                "ts": now_ms(), "feed": feed,
+            });
+            batch.put(
+                SHORTROOMIDUSERSENDER_DELIVERED,
+                &key,
+                &Raw(serde_json::to_vec(&record)?),
+            );
+            batch.put(
+                USERIDSHORTROOMIDCOUNT_DELIVERED,
+                &(item.sender.clone(), item.short_room, feed),
+                &Raw(item.user.as_bytes().to_vec()),
+            );
+            moved += 1;
+        }
+        if moved > 0 {
+            batch.commit()?;
+        }
+        Ok(moved)
     }
 
     /// The delivered receipts on `sender`'s events in a room that changed in

@@ -65,10 +65,7 @@ pub fn acknowledge(s: &Services, who: &Identity, token: &str) -> Result<u64> {
 /// The user has received everything up to `count`: delivered receipts. A
 /// failure here is logged, never the sync's.
 fn delivered(s: &Services, who: &Identity, count: u64) {
-    if let Err(e) = s
-        .delivered
-        .acknowledged(&s.rooms, &s.receipts, &who.user_id, count)
-    {
+    if let Err(e) = s.delivered.acknowledged(&s.rooms, &who.user_id, count) {
         tracing::warn!(error = %e, user = %who.user_id, "cannot record delivered receipts");
     }
 }
