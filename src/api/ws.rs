@@ -430,12 +430,30 @@ impl Connection {
         );
         let mut since = frame.since;
         Some(tokio::spawn(async move {
+            // The watches of the last frame's build: a change after them is
+            // what the next frame needs, so the subscription waits for one
+            // before building again (a long-poll would first build, find
+            // nothing new and only then wait).
+            let mut carried: Option<Vec<crate::storage::Watch>> = None;
+            let mut stopping = s.stopping.subscribe();
+            // Presence hears of the subscription at least this often.
+            let keepalive = Duration::from_millis(s.config.presence.offline_timeout_ms / 2)
+                .max(Duration::from_secs(1));
             loop {
                 // Registered before the check so that a logout in between still wakes it.
                 let mut device_changed = watch_device(&s, &identity);
                 if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
                     out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
                     return;
+                }
+                if let Some(watches) = carried.take() {
+                    tokio::select! {
+                        () = crate::sync::any_changed(watches) => {}
+                        () = tokio::time::sleep(keepalive) => {}
+                        // A logout: checked at the top of the loop.
+                        _ = device_changed.changed() => continue,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    }
                 }
                 let request = SyncRequest {
                     since: since.clone(),
@@ -450,7 +468,7 @@ impl Connection {
                     use_state_after: false,
                     since_acknowledges: false,
                 };
-                let sync = crate::sync::sync(&s, &identity, request);
+                let sync = crate::sync::sync_keeping_watches(&s, &identity, request);
                 tokio::pin!(sync);
                 // A logout (the device record deleted) ends the socket at once
                 // rather than when the wait ends.
@@ -467,9 +485,10 @@ impl Connection {
                     }
                 };
                 match result {
-                    Ok(response) => {
+                    Ok((response, watches)) => {
                         let next = response.next_batch().to_owned();
                         if since.is_none() || !response.is_empty() {
+                            carried = Some(watches);
                             // The response's events are raw JSON: written as they are.
                             match serde_json::to_string(&response) {
                                 Ok(body) => {

@@ -72,6 +72,31 @@ fn delivered(s: &Services, who: &Identity, count: u64) {
 
 /// Answers a sync, waiting up to the timeout for something new.
 pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<SyncResponse> {
+    Ok(sync_keeping_watches(s, who, req).await?.0)
+}
+
+/// Resolves once any of `watches` has seen a change.
+pub async fn any_changed(watches: Vec<Watch>) {
+    if watches.is_empty() {
+        return std::future::pending().await;
+    }
+    let _ = select_all(
+        watches
+            .into_iter()
+            .map(|mut w| async move { w.changed().await }.boxed()),
+    )
+    .await;
+}
+
+/// [`sync`], also returning the watches registered before the response was
+/// built: they fire on anything committed since. A caller that syncs again
+/// at once (a WebSocket subscription) waits on them first, instead of
+/// building a response only to find it empty.
+pub async fn sync_keeping_watches(
+    s: &Services,
+    who: &Identity,
+    req: SyncRequest,
+) -> Result<(SyncResponse, Vec<Watch>)> {
     let since = req
         .since
         .as_deref()
@@ -107,7 +132,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
                 // count (its own delivered receipts, say) was not for it.
                 response.next_batch = token.clone();
             }
-            return Ok(response);
+            return Ok((response, watches));
         }
         let woken = select_all(
             watches
