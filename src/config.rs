@@ -75,6 +75,10 @@ pub struct RateLimitsConfig {
     pub login_per_account: RateLimit,
     /// Registration attempts per client IP.
     pub register_per_ip: RateLimit,
+    /// Phone numbers (or hashes) a user may look up through contact upload
+    /// and identity `lookup`, counted per number: a phone book fits, an
+    /// enumeration of a number range does not.
+    pub contact_lookups_per_user: RateLimit,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -521,6 +525,10 @@ impl Default for RateLimitsConfig {
                 per_second: 0.2,
                 burst: 5,
             },
+            contact_lookups_per_user: RateLimit {
+                per_second: 0.5,
+                burst: 20_000,
+            },
         }
     }
 }
@@ -727,6 +735,10 @@ impl Config {
             (
                 "rate_limits.register_per_ip",
                 self.rate_limits.register_per_ip,
+            ),
+            (
+                "rate_limits.contact_lookups_per_user",
+                self.rate_limits.contact_lookups_per_user,
             ),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second > 0.0) {

@@ -34,6 +34,19 @@ impl RateLimiter {
 
     /// Takes one token from the bucket `(name, key)`, or says how long to wait.
     pub fn check(&self, name: &'static str, key: &str, limit: RateLimit) -> Result<()> {
+        self.check_cost(name, key, limit, 1.0)
+    }
+
+    /// Takes `cost` tokens at once (e.g. one per phone number looked up), or
+    /// says how long to wait until that many are there. A cost above the
+    /// burst is refused with the time a full bucket takes.
+    pub fn check_cost(
+        &self,
+        name: &'static str,
+        key: &str,
+        limit: RateLimit,
+        cost: f64,
+    ) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }
@@ -52,11 +65,12 @@ impl RateLimiter {
         let refilled = (now - bucket.last).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refilled).min(limit.burst as f64);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let cost = cost.min(limit.burst as f64);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / limit.per_second;
+            let wait = (cost - bucket.tokens) / limit.per_second;
             Err(Error::limit_exceeded(Duration::from_secs_f64(wait)))
         }
     }

@@ -372,3 +372,46 @@ async fn replace_drops_the_previous_phone_book() {
         .await;
     assert_eq!(count(), 1);
 }
+
+#[tokio::test]
+async fn looking_up_numbers_is_limited_per_user_by_volume() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.enabled = true;
+        c.rate_limits.contact_lookups_per_user = bigd::config::RateLimit {
+            per_second: 0.001,
+            burst: 5,
+        };
+    })
+    .await;
+    let alice = s.register("alice").await;
+    let book = |n: u64| {
+        let contacts: Vec<Value> = (0..n)
+            .map(|i| json!({ "phone": format!("+4477009{:05}", i) }))
+            .collect();
+        json!({ "contacts": contacts })
+    };
+    let (status, body) = s.post(CONTACTS, Some(&alice.token), book(3)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    // 3 of 5 used: 3 more is too many, 2 more fit.
+    let got = s.post(CONTACTS, Some(&alice.token), book(3)).await;
+    assert_error(&got, 429, "M_LIMIT_EXCEEDED");
+    assert!(got.1["retry_after_ms"].as_u64().unwrap() > 0);
+    let (status, _) = s.post(CONTACTS, Some(&alice.token), book(2)).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    // The identity lookup draws on the same budget.
+    let (_, details) = s
+        .get("/_matrix/identity/v2/hash_details", Some(&alice.token))
+        .await;
+    let got = s
+        .post(
+            "/_matrix/identity/v2/lookup",
+            Some(&alice.token),
+            json!({ "algorithm": "none", "pepper": details["lookup_pepper"], "addresses": ["447700900001 msisdn"] }),
+        )
+        .await;
+    assert_error(&got, 429, "M_LIMIT_EXCEEDED");
+    // Other users have their own budget.
+    let bob = s.register("bob").await;
+    let (status, _) = s.post(CONTACTS, Some(&bob.token), book(3)).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+}

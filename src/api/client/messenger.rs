@@ -94,10 +94,26 @@ async fn upload_contacts(State(s): State<AppState>, request: Request) -> Result<
     contact_discovery_on(&s)?;
     let limit = s.config.http.max_request_bytes.max(CONTACTS_BODY_BYTES);
     let (me, body): (_, UploadContacts) = authenticated_json(&s, request, limit).await?;
+    check_lookup_volume(&s, &me.user_id, body.contacts.len())?;
     let result = s
         .contacts
         .upload(&me.user_id, body.contacts, body.replace)?;
     Ok(Json(serde_json::to_value(result)?))
+}
+
+/// Numbers looked up count against the user's lookup budget, so a phone
+/// book passes and walking a number range does not.
+fn check_lookup_volume(s: &AppState, user: &ruma::UserId, numbers: usize) -> Result<()> {
+    if numbers > crate::contacts::MAX_CONTACTS_PER_REQUEST {
+        // Refused as too large before anything is counted.
+        return Ok(());
+    }
+    s.auth.rate_limits.check_cost(
+        "contact_lookups",
+        user.as_str(),
+        s.config.rate_limits.contact_lookups_per_user,
+        numbers as f64,
+    )
 }
 
 async fn identity_status(State(s): State<AppState>) -> Result<Json<Value>> {
@@ -125,7 +141,8 @@ struct Lookup {
 async fn lookup(State(s): State<AppState>, request: Request) -> Result<Response> {
     contact_discovery_on(&s)?;
     let limit = s.config.http.max_request_bytes.max(CONTACTS_BODY_BYTES);
-    let (_, body): (_, Lookup) = authenticated_json(&s, request, limit).await?;
+    let (me, body): (_, Lookup) = authenticated_json(&s, request, limit).await?;
+    check_lookup_volume(&s, &me.user_id, body.addresses.len())?;
     if body.pepper != s.contacts.pepper() {
         let error = json!({
             "errcode": "M_INVALID_PEPPER",
