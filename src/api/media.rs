@@ -16,16 +16,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{
-    AppState,
-    ruma::{access_token, client_ip},
-};
+use super::{AppState, ruma::authenticate};
 use crate::{
-    auth::Identity,
     error::{Error, Result},
     media::{MediaRecord, is_inline_safe},
 };
@@ -77,12 +73,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/_matrix/media/v3/config", get(config))
         .route("/_matrix/media/v3/preview_url", get(preview_url))
-}
-
-fn authenticate(s: &AppState, parts: &Parts) -> Result<Identity> {
-    let token = access_token(parts).ok_or_else(Error::missing_token)?;
-    let ip = client_ip(parts, s.config.http.trust_forwarded_for);
-    s.auth.sessions.authenticate(&token, &ip)
 }
 
 /// Only this server's media exist here (remote media needs federation).

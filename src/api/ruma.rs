@@ -174,6 +174,14 @@ fn request_error(e: FromHttpRequestError, body: &[u8]) -> Error {
     }
 }
 
+/// The caller of a request handled without a ruma request type (streamed
+/// media, our JSON extensions): the access token is required.
+pub fn authenticate(state: &AppState, parts: &Parts) -> Result<Identity> {
+    let token = access_token(parts).ok_or_else(Error::missing_token)?;
+    let ip = client_ip(parts, state.config.http.trust_forwarded_for);
+    state.auth.sessions.authenticate(&token, &ip)
+}
+
 /// `Authorization: Bearer <token>`, or the deprecated `access_token` query parameter.
 pub fn access_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {

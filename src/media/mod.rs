@@ -32,7 +32,7 @@ use crate::{
     config::MediaConfig,
     error::{Error, Result},
     storage::{Engine, MEDIAID_MEDIA, Raw, SHA256MEDIAID_, USERIDMEDIAID_, prefix},
-    util::{now_ms, random_string_from},
+    util::{hex, now_ms, random_string_from},
 };
 
 /// Length of generated media ids.
@@ -519,10 +519,6 @@ fn cannot_overwrite() -> Error {
         ErrorKind::CannotOverwriteMedia,
         "Media has already been uploaded to this id",
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether a browser may show this type inline: images, audio and video it

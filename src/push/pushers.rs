@@ -6,13 +6,9 @@
 //! A pusher belongs to the device that set it and goes when that device logs
 //! out. Removing a pusher drops what its outbox queue still holds.
 
-use http::StatusCode;
 use ruma::{
     DeviceId, OwnedDeviceId, OwnedUserId, UserId,
-    api::{
-        client::push::{Pusher, PusherKind},
-        error::ErrorKind,
-    },
+    api::client::push::{Pusher, PusherKind},
 };
 use serde::{Deserialize, Serialize};
 
@@ -199,35 +195,33 @@ fn decode(bytes: &[u8]) -> Option<PusherRecord> {
     }
 }
 
-fn invalid(message: impl Into<String>) -> Error {
-    Error::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, message)
-}
-
 /// What the spec requires of a pusher, and what bigd can deliver.
 fn validate(pusher: &Pusher) -> Result<()> {
     let ids = &pusher.ids;
     if ids.pushkey.is_empty() || ids.pushkey.len() > MAX_PUSHKEY {
-        return Err(invalid(format!(
+        return Err(Error::invalid_param(format!(
             "pushkey must be 1 to {MAX_PUSHKEY} bytes long"
         )));
     }
     if ids.app_id.is_empty() || ids.app_id.chars().count() > MAX_APP_ID {
-        return Err(invalid(format!(
+        return Err(Error::invalid_param(format!(
             "app_id must be 1 to {MAX_APP_ID} characters long"
         )));
     }
     let PusherKind::Http(data) = &pusher.kind else {
-        return Err(invalid(
+        return Err(Error::invalid_param(
             "Only pushers of kind \"http\" are supported (kind null deletes a pusher)",
         ));
     };
     let url = reqwest::Url::parse(&data.url)
-        .map_err(|e| invalid(format!("data.url is not a valid URL: {e}")))?;
+        .map_err(|e| Error::invalid_param(format!("data.url is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid("data.url must be an http:// or https:// URL"));
+        return Err(Error::invalid_param(
+            "data.url must be an http:// or https:// URL",
+        ));
     }
     if url.path() != NOTIFY_PATH {
-        return Err(invalid(format!(
+        return Err(Error::invalid_param(format!(
             "data.url must have the path {NOTIFY_PATH}"
         )));
     }

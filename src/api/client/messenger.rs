@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use http::{StatusCode, request::Parts};
+use http::StatusCode;
 use ruma::OwnedUserId;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use crate::{
     api::{
         AppState,
         client::discovery::DEFAULT_ROOM_VERSION,
-        ruma::{access_token, client_ip, read_body},
+        ruma::{authenticate, read_body},
     },
     auth::Identity,
     contacts::ContactEntry,
@@ -41,12 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/_matrix/identity/v2", get(identity_status))
         .route("/_matrix/identity/v2/hash_details", get(hash_details))
         .route("/_matrix/identity/v2/lookup", post(lookup))
-}
-
-fn authenticate(s: &AppState, parts: &Parts) -> Result<Identity> {
-    let token = access_token(parts).ok_or_else(Error::missing_token)?;
-    let ip = client_ip(parts, s.config.http.trust_forwarded_for);
-    s.auth.sessions.authenticate(&token, &ip)
 }
 
 /// Authenticates, then reads a JSON body of type `T` (M_NOT_JSON for

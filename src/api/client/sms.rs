@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{
     api::{
         AppState,
-        ruma::{access_token, client_ip, read_body},
+        ruma::{client_ip, read_body},
     },
     error::{Error, Result},
 };
@@ -75,9 +75,7 @@ pub async fn add_threepid_via_identity_server(
     req: Request,
 ) -> Result<Json<Value>> {
     let (parts, _) = req.into_parts();
-    let ip = client_ip(&parts, s.config.http.trust_forwarded_for);
-    let token = access_token(&parts).ok_or_else(Error::missing_token)?;
-    s.auth.sessions.authenticate(&token, &ip)?;
+    crate::api::ruma::authenticate(&s, &parts)?;
     Err(Error::new(
         StatusCode::FORBIDDEN,
         ErrorKind::ThreepidAuthFailed,
