@@ -187,16 +187,17 @@ impl Gateway {
             return Ok(None);
         }
         let push_item: PushItem = serde_json::from_str(item.payload.get())?;
-        let badge =
+        // Counted when sending, and only for what is sent.
+        let badge = || {
             s.notifications
-                .badge(&s.rooms, user, s.config.push.group_unread_count_by_room)?;
-        let device = device_json(pusher, &[]);
+                .badge(&s.rooms, user, s.config.push.group_unread_count_by_room)
+        };
         let notification = match push_item {
             // A later item carries newer counts anyway.
             PushItem::Badge if superseded => return Ok(None),
             PushItem::Badge => json!({
-                "counts": { "unread": badge },
-                "devices": [device],
+                "counts": { "unread": badge()? },
+                "devices": [device_json(pusher, &[])],
             }),
             PushItem::Event {
                 event_id,
@@ -230,7 +231,7 @@ impl Gateway {
                     "event_id": event_id,
                     "room_id": room_id,
                     "prio": prio,
-                    "counts": { "unread": badge },
+                    "counts": { "unread": badge()? },
                     "devices": [device],
                 });
                 if !event_id_only(pusher) {
