@@ -32,16 +32,14 @@ use crate::{
     config::MediaConfig,
     error::{Error, Result},
     storage::{Engine, MEDIAID_MEDIA, Raw, SHA256MEDIAID_, USERIDMEDIAID_, prefix},
-    util::{hex, now_ms, random_string_from},
+    util::{ALPHANUMERIC, hex, now_ms, random_string_from},
 };
 
 /// Length of generated media ids.
 const MEDIA_ID_LEN: usize = 24;
 
-const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-
 fn random_string(len: usize) -> String {
-    random_string_from(ID_ALPHABET, len)
+    random_string_from(ALPHANUMERIC, len)
 }
 
 /// What is known about one media id.

@@ -404,11 +404,7 @@ pub fn stage_drop_queue(batch: &mut Batch, to: &Destination) -> Result<()> {
 
 /// A number in [0, 1) from the system's randomness.
 fn random_fraction() -> f64 {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 4];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        return 0.5;
-    }
+    let bytes = crate::util::random_bytes::<4>();
     f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
 }
 

@@ -91,11 +91,7 @@ impl Pushers {
         let mut found = Vec::new();
         for row in self.db.iter(USERIDAPPIDPUSHKEY_PUSHER, &p, &p, true) {
             let ((user, app_id, pushkey), _) = row?;
-            found.push(Destination::Pusher {
-                user,
-                app_id,
-                pushkey,
-            });
+            found.push(destination(&user, &app_id, &pushkey));
         }
         Ok(found)
     }

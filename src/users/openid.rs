@@ -12,7 +12,7 @@ use super::Users;
 use crate::{
     error::Result,
     storage::{OPENIDHASH_TOKEN, Raw},
-    util::{now_ms, random_string_from, sha256_hex},
+    util::{ALPHANUMERIC, now_ms, random_string_from, sha256_hex},
 };
 
 /// How long an OpenID token is valid.
@@ -27,10 +27,7 @@ struct OpenIdRecord {
 impl Users {
     /// A new OpenID token for `user`.
     pub fn issue_openid_token(&self, user: &UserId) -> Result<String> {
-        let token = random_string_from(
-            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
-            32,
-        );
+        let token = random_string_from(ALPHANUMERIC, 32);
         let now = now_ms();
         let record = OpenIdRecord {
             user: user.to_owned(),
