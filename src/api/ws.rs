@@ -37,7 +37,7 @@ use crate::{
     auth::Identity,
     error::Error,
     storage::{Key, USERIDDEVICEID_DEVICE},
-    sync::{SyncFilter, SyncRequest},
+    sync::{Live, SyncFilter},
 };
 
 pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
@@ -45,8 +45,6 @@ pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
 /// Close codes: policy violation (bad auth, too slow) and going away.
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_AWAY: u16 = 1001;
-/// How long one sync frame waits for news before looping (and re-checking the token).
-const SYNC_POLL: Duration = Duration::from_secs(30);
 /// How long a cut-off client has to read its close frame before the TCP
 /// connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
@@ -420,6 +418,18 @@ impl Connection {
                 }
             },
         };
+        let mut live = match Live::new(
+            self.s.clone(),
+            self.identity.clone(),
+            frame.since.as_deref(),
+            filter,
+        ) {
+            Ok(live) => live,
+            Err(e) => {
+                self.send_error(frame.id, &e.to_string());
+                return None;
+            }
+        };
         let (s, identity, token, peer, out, id) = (
             self.s.clone(),
             self.identity.clone(),
@@ -428,79 +438,45 @@ impl Connection {
             self.out.clone(),
             frame.id,
         );
-        let mut since = frame.since;
         Some(tokio::spawn(async move {
-            // The watches of the last frame's build: a change after them is
-            // what the next frame needs, so the subscription waits for one
-            // before building again (a long-poll would first build, find
-            // nothing new and only then wait).
-            let mut carried: Option<Vec<crate::storage::Watch>> = None;
             let mut stopping = s.stopping.subscribe();
-            // Presence hears of the subscription at least this often.
-            let keepalive = Duration::from_millis(s.config.presence.offline_timeout_ms / 2)
-                .max(Duration::from_secs(1));
+            // Presence hears of the subscription, and the token is checked
+            // again (it may expire), at least this often.
+            let keepalive = crate::sync::presence_keepalive(&s);
+            let mut next_keepalive = tokio::time::Instant::now();
+            // A logout deletes the device record: the socket ends at once.
+            let mut device_changed = watch_device(&s, &identity);
             loop {
-                // Registered before the check so that a logout in between still wakes it.
-                let mut device_changed = watch_device(&s, &identity);
-                if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
-                    out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
-                    return;
-                }
-                if let Some(watches) = carried.take() {
-                    tokio::select! {
-                        () = crate::sync::any_changed(watches) => {}
-                        () = tokio::time::sleep(keepalive) => {}
-                        // A logout: checked at the top of the loop.
-                        _ = device_changed.changed() => continue,
-                        _ = stopping.wait_for(|stop| *stop) => return,
-                    }
-                }
-                let request = SyncRequest {
-                    since: since.clone(),
-                    set_presence: "online".into(),
-                    filter: filter.clone(),
-                    full_state: false,
-                    timeout: Some(if since.is_none() {
-                        Duration::ZERO
-                    } else {
-                        SYNC_POLL
-                    }),
-                    use_state_after: false,
-                    since_acknowledges: false,
-                };
-                let sync = crate::sync::sync_keeping_watches(&s, &identity, request);
-                tokio::pin!(sync);
-                // A logout (the device record deleted) ends the socket at once
-                // rather than when the wait ends.
-                let result = loop {
-                    tokio::select! {
-                        result = &mut sync => break result,
-                        _ = device_changed.changed() => {
-                            device_changed = watch_device(&s, &identity);
-                            if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
-                                out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
-                                return;
-                            }
+                tokio::select! {
+                    () = live.wait() => {}
+                    () = tokio::time::sleep_until(next_keepalive) => {
+                        next_keepalive += keepalive;
+                        if let Err(e) = s.presence.synced(&identity.user_id, "online") {
+                            tracing::warn!(error = %e, "cannot record presence");
                         }
-                    }
-                };
-                match result {
-                    Ok((response, watches)) => {
-                        let next = response.next_batch().to_owned();
-                        if since.is_none() || !response.is_empty() {
-                            carried = Some(watches);
-                            // The response's events are raw JSON: written as they are.
-                            match serde_json::to_string(&response) {
-                                Ok(body) => {
-                                    out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body))
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot serialise a sync frame")
-                                }
-                            }
+                        if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
+                            out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                            return;
                         }
-                        since = Some(next);
+                        continue;
                     }
+                    _ = device_changed.changed() => {
+                        device_changed = watch_device(&s, &identity);
+                        if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
+                            out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
+                match live.next_frame() {
+                    // The response's events are raw JSON: written as they are.
+                    Ok(Some(response)) => match serde_json::to_string(&response) {
+                        Ok(body) => out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body)),
+                        Err(e) => tracing::error!(error = %e, "cannot serialise a sync frame"),
+                    },
+                    Ok(None) => {}
                     Err(e) => {
                         out.send(json!({ "op": "error", "id": id, "error": e.to_string() }));
                         return;

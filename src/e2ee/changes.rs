@@ -87,7 +87,7 @@ pub fn device_list_changes(
             }
             continue;
         }
-        if s.rooms.latest_count(&room)? <= after {
+        if s.rooms.newest_count_at_most(&room)? <= after {
             continue;
         }
         // Members who joined or left this room since the token.

@@ -1,7 +1,10 @@
 //! To-device messages: queued per device, delivered by sync, deleted once the
 //! device acknowledges them (by syncing with a later token).
 
-use ruma::{DeviceId, OwnedDeviceId, UserId};
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use crate::{
@@ -14,6 +17,17 @@ use crate::{
 pub struct ToDevice {
     db: Engine,
     users: Users,
+    /// Per device, what lets an acknowledgement skip its read when nothing
+    /// is queued: every sync acknowledges, few devices get messages.
+    tracked: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), Tracked>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    /// At or above the count of every message queued (noted before commit).
+    queued_at_most: u64,
+    /// Every message up to this count has been deleted.
+    deleted_upto: u64,
 }
 
 /// Whom a message is for.
@@ -24,7 +38,23 @@ pub enum Target {
 
 impl ToDevice {
     pub fn new(db: Engine, users: Users) -> Self {
-        Self { db, users }
+        Self {
+            db,
+            users,
+            tracked: Mutex::default(),
+        }
+    }
+
+    /// Notes a message staged at `count` for a device, before its batch commits.
+    fn note_queued(&self, user: &UserId, device: &DeviceId, count: u64) {
+        let mut tracked = self.tracked.lock();
+        let entry = tracked
+            .entry((user.to_owned(), device.to_owned()))
+            .or_insert(Tracked {
+                queued_at_most: 0,
+                deleted_upto: 0,
+            });
+        entry.queued_at_most = entry.queued_at_most.max(count);
     }
 
     /// Queues messages in one batch; a repeated (sender, device, txn id) does nothing.
@@ -63,6 +93,7 @@ impl ToDevice {
                 serde_json::to_vec(&json!({ "type": kind, "sender": sender, "content": content }))?;
             for device in devices {
                 let count = batch.next_count()?;
+                self.note_queued(&user, &device, count);
                 batch.put(
                     USERIDDEVICECOUNT_TODEVICE,
                     &(user.clone(), device, count),
@@ -100,6 +131,24 @@ impl ToDevice {
 
     /// Deletes what the device has acknowledged: everything up to `upto`.
     pub fn acknowledge(&self, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
+        let key = (user.to_owned(), device.to_owned());
+        let known = self.tracked.lock().get(&key).copied();
+        if known.is_some_and(|t| t.queued_at_most <= t.deleted_upto) {
+            return Ok(());
+        }
+        self.delete_acknowledged(user, device, upto)?;
+        let mut tracked = self.tracked.lock();
+        let entry = tracked.entry(key).or_insert(Tracked {
+            // Messages queued before this entry existed (before a restart)
+            // have counts below any handed out so far.
+            queued_at_most: self.db.reserved_count(),
+            deleted_upto: 0,
+        });
+        entry.deleted_upto = entry.deleted_upto.max(upto);
+        Ok(())
+    }
+
+    fn delete_acknowledged(&self, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
         let device_prefix = prefix(&(user.to_owned(), device.to_owned()));
         let mut batch = self.db.batch();
         for row in self.db.iter(

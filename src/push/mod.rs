@@ -118,6 +118,9 @@ pub struct Push {
     pub outbox: Arc<Outbox>,
     /// `push.enabled`: whether notifications are queued for pushers.
     deliver: bool,
+    /// Per (user, room), the counted notification rows staged recently, so
+    /// that counting adds them from memory instead of reading them back.
+    staged: Mutex<LruCache<(OwnedUserId, u64), StagedRows>>,
 }
 
 impl Push {
@@ -128,7 +131,65 @@ impl Push {
             db,
             outbox,
             deliver,
+            staged: Mutex::new(LruCache::new(
+                NonZeroUsize::new(COUNTS_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
+    }
+
+    /// Records a counted row staged for `user` at `count`, before its batch
+    /// commits: a reader that sees the count visible sees the row here too.
+    fn note_staged(&self, user: &UserId, short_room: u64, count: u64, n: &Notify) {
+        let mut staged = self.staged.lock();
+        let key = (user.to_owned(), short_room);
+        if staged.get(&key).is_none() {
+            // Rows staged before this entry have counts no higher than any
+            // handed out so far.
+            let complete_above = self.db.reserved_count();
+            staged.put(
+                key.clone(),
+                StagedRows {
+                    complete_above,
+                    rows: Vec::new(),
+                },
+            );
+        }
+        let Some(entry) = staged.get_mut(&key) else {
+            return;
+        };
+        if entry.rows.len() == MAX_STAGED_ROWS {
+            let (dropped, _, _) = entry.rows.remove(0);
+            entry.complete_above = entry.complete_above.max(dropped);
+        }
+        let thread = n.thread.as_ref().map(ToString::to_string);
+        entry.rows.push((count, n.highlight, thread));
+    }
+
+    /// Adds the rows in (after, upto] to `counts` from memory and forgets
+    /// those up to `upto`; false (nothing added) when memory does not hold
+    /// every row of the range.
+    fn take_staged(
+        &self,
+        user: &UserId,
+        short_room: u64,
+        (after, upto): (u64, u64),
+        counts: &mut UnreadCounts,
+    ) -> bool {
+        let mut staged = self.staged.lock();
+        let Some(entry) = staged.get_mut(&(user.to_owned(), short_room)) else {
+            return false;
+        };
+        if after < entry.complete_above {
+            return false;
+        }
+        for (count, highlight, thread) in &entry.rows {
+            if *count > after && *count <= upto {
+                add_row(counts, *highlight, thread.as_deref());
+            }
+        }
+        entry.rows.retain(|(count, _, _)| *count > upto);
+        entry.complete_above = entry.complete_above.max(upto);
+        true
     }
 
     /// Which members to notify about a new event of `room`, per their push rules.
@@ -211,6 +272,7 @@ impl Push {
                     &(n.user.clone(), short_room, count),
                     &Bytes(serde_json::to_vec(&record)?),
                 );
+                self.note_staged(&n.user, short_room, count, n);
             }
             let logged = LoggedNotification {
                 room_id: room.to_owned(),
@@ -380,6 +442,38 @@ struct CachedCounts {
     upto: u64,
 }
 
+/// Counted rows staged for one (user, room), kept until counting has taken
+/// them. Complete above `complete_above`: every row staged with a higher
+/// count is in `rows` (noted before its batch commits).
+///
+/// A batch that fails after staging leaves a row here that storage never
+/// got: it counts as unread until the user's next read receipt.
+#[derive(Debug)]
+struct StagedRows {
+    complete_above: u64,
+    /// (count, highlight, thread root), ascending by when they were staged.
+    rows: Vec<(u64, bool, Option<String>)>,
+}
+
+/// Counts one notification row.
+fn add_row(counts: &mut UnreadCounts, highlight: bool, thread: Option<&str>) {
+    let highlight = u64::from(highlight);
+    match thread {
+        Some(root) => {
+            let entry = counts.threads.entry(root.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += highlight;
+        }
+        None => {
+            counts.notifications += 1;
+            counts.highlights += highlight;
+        }
+    }
+}
+
+/// Rows kept per (user, room) for a user who does not sync meanwhile.
+const MAX_STAGED_ROWS: usize = 256;
+
 /// The stored part of a notification row that counting needs.
 #[derive(serde::Deserialize)]
 struct CountedRow<'a> {
@@ -463,7 +557,14 @@ impl Notifications {
             upto: 0,
         });
         if cached.upto < upto {
-            self.count_rows(user, short_room, cached.upto, upto, &mut cached.counts)?;
+            // The new rows were usually just staged: added from memory.
+            let range = (cached.upto, upto);
+            if !self
+                .push
+                .take_staged(user, short_room, range, &mut cached.counts)
+            {
+                self.count_rows(user, short_room, cached.upto, upto, &mut cached.counts)?;
+            }
             cached.upto = upto;
             cache.put(key, cached.clone());
         }
@@ -490,18 +591,7 @@ impl Notifications {
                 break;
             }
             let row: CountedRow = serde_json::from_slice(&record)?;
-            let highlight = u64::from(row.highlight);
-            match row.thread {
-                Some(root) => {
-                    let entry = counts.threads.entry(root.into_owned()).or_default();
-                    entry.0 += 1;
-                    entry.1 += highlight;
-                }
-                None => {
-                    counts.notifications += 1;
-                    counts.highlights += highlight;
-                }
-            }
+            add_row(counts, row.highlight, row.thread.as_deref());
         }
         Ok(())
     }

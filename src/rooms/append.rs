@@ -367,6 +367,7 @@ impl Rooms {
         batch.put(SHORTEVENTID_PDU, &short, &Raw(serde_json::to_vec(&obj)?));
         batch.put(SHORTEVENTID_META, &short, &event_meta);
         batch.put(SHORTROOMIDCOUNT_SHORTEVENTID, &(meta.short, count), &short);
+        self.note_newest(meta.short, count);
         batch.put(ROOMID_META, &room.to_owned(), &meta);
         if *pdu.kind() == TimelineEventType::RoomMember
             && in_current_state

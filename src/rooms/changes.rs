@@ -57,6 +57,29 @@ impl Rooms {
             .collect())
     }
 
+    /// A count at or above that of the room's newest event, from memory once
+    /// known: "nothing after `n`" checks use it instead of a read.
+    pub fn newest_count_at_most(&self, room: &RoomId) -> Result<u64> {
+        let Some(meta) = self.meta(room)? else {
+            return Ok(0);
+        };
+        if let Some(&known) = self.newest.lock().get(&meta.short) {
+            return Ok(known);
+        }
+        let stored = self.latest_count(room)?;
+        let mut newest = self.newest.lock();
+        let known = newest.entry(meta.short).or_insert(stored);
+        *known = (*known).max(stored);
+        Ok(*known)
+    }
+
+    /// Notes an event staged at `count` in a batch not committed yet.
+    pub(super) fn note_newest(&self, short_room: u64, count: u64) {
+        let mut newest = self.newest.lock();
+        let known = newest.entry(short_room).or_insert(count);
+        *known = (*known).max(count);
+    }
+
     /// The count of the room's newest event (0 for an unknown room).
     pub fn latest_count(&self, room: &RoomId) -> Result<u64> {
         let Some(meta) = self.meta(room)? else {
@@ -125,6 +148,15 @@ impl Rooms {
     ) -> Result<impl Fn(&Pdu, &EventMeta) -> Result<bool> + 'a> {
         let until = self.joined_until(room, user)?;
         Ok(move |pdu: &Pdu, meta: &EventMeta| self.can_see(user, pdu, meta, until))
+    }
+
+    /// [`Self::history_view`] for a user known to be joined to the room (a
+    /// live sync whose memberships have not changed): no membership read.
+    pub fn joined_history_view<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> impl Fn(&Pdu, &EventMeta) -> Result<bool> + 'a {
+        move |pdu: &Pdu, meta: &EventMeta| self.can_see(user, pdu, meta, Some(u64::MAX))
     }
 
     /// The state before the first event with a count above `count` (the room's

@@ -140,6 +140,10 @@ pub struct Rooms {
     metas: Mutex<LruCache<u64, Arc<EventMeta>>>,
     visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), VisibilityAt>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
+    /// Per short room id, a count at or above its newest event: noted before
+    /// an event's batch commits, so a reader of the visible count never finds
+    /// it behind (see `newest_count_at_most`).
+    newest: Mutex<HashMap<u64, u64>>,
     timelines: timeline::Timelines,
     state: state::StateStore,
     /// Serialises alias creation and removal (check, then write).
@@ -178,6 +182,7 @@ impl Rooms {
                 NonZeroUsize::new(VISIBILITY_CACHE).expect("non-zero"),
             )),
             short_rooms: Mutex::new(HashMap::new()),
+            newest: Mutex::new(HashMap::new()),
             alias_lock: Mutex::new(()),
             push,
         }

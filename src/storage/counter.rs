@@ -62,6 +62,11 @@ impl Counter {
         self.state.lock().in_flight.remove(&count);
     }
 
+    /// The highest count reserved so far.
+    pub fn reserved(&self) -> u64 {
+        self.state.lock().next - 1
+    }
+
     /// The highest count below which everything is committed.
     pub fn visible(&self) -> u64 {
         let state = self.state.lock();

@@ -61,9 +61,18 @@ struct Inner {
     db: Db,
     counter: Counter,
     watchers: Watchers,
-    /// Committed writes whose counts are not visible yet, with their highest
-    /// count: their watchers are woken once readers can see them.
-    unpublished: parking_lot::Mutex<Vec<(u64, Written)>>,
+    /// Committed writes whose counts are not visible yet, and how far
+    /// watchers have been woken.
+    unpublished: parking_lot::Mutex<Unpublished>,
+}
+
+#[derive(Default)]
+struct Unpublished {
+    /// Committed writes with their highest count: their watchers are woken
+    /// once readers can see them.
+    writes: Vec<(u64, Written)>,
+    /// Every write with a count up to this one has woken its watchers.
+    published: u64,
 }
 
 type Written = Vec<(&'static str, Vec<u8>)>;
@@ -133,12 +142,17 @@ impl Engine {
             }
         }
         let ceiling = global(COUNTER_CEILING_KEY)?.unwrap_or(1);
+        let counter = Counter::new(ceiling);
+        let unpublished = Unpublished {
+            writes: Vec::new(),
+            published: counter.visible(),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                counter: Counter::new(ceiling),
+                counter,
                 watchers: Watchers::default(),
-                unpublished: Default::default(),
+                unpublished: parking_lot::Mutex::new(unpublished),
             }),
         })
     }
@@ -284,14 +298,38 @@ impl Engine {
         })
     }
 
+    /// The highest count handed out so far (committed or not).
+    pub fn reserved_count(&self) -> u64 {
+        self.inner.counter.reserved()
+    }
+
     /// The highest count below which every change is committed and readable.
     pub fn visible_count(&self) -> u64 {
         self.inner.counter.visible()
     }
 
+    /// The highest count up to which every write is visible *and* has woken
+    /// its watchers. A reader that registered watches before reading this
+    /// count is woken by every write above it; one that reads it after
+    /// checking older watches knows each write up to it has flagged them.
+    pub fn published_count(&self) -> u64 {
+        self.inner.unpublished.lock().published
+    }
+
     /// Registers a watch on `prefix` in `table`; register before reading.
     pub fn watch<K, V>(&self, table: Table<K, V>, prefix: Vec<u8>) -> Watch {
-        self.inner.watchers.watch(table.name, prefix)
+        self.inner.watchers.watch(table.name, prefix, None)
+    }
+
+    /// [`Self::watch`], also ringing `bell` on every wake: a waiter with
+    /// many watches sleeps on its bell (see `watch.rs`).
+    pub fn watch_ringing<K, V>(
+        &self,
+        table: Table<K, V>,
+        prefix: Vec<u8>,
+        bell: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Watch {
+        self.inner.watchers.watch(table.name, prefix, Some(bell))
     }
 
     /// Flushes memtables: used on shutdown so a restart does not replay the WAL.
@@ -450,25 +488,27 @@ impl Batch {
     /// actually return the change, even when batches commit out of count order.
     fn publish(&mut self, written: Written) {
         let engine = &self.engine.inner;
-        let ready = {
-            let mut unpublished = engine.unpublished.lock();
-            let highest = self.counts.iter().max().copied();
-            for count in self.counts.drain(..) {
-                engine.counter.release(count);
-            }
-            if !written.is_empty() {
-                unpublished.push((highest.unwrap_or(0), written));
-            }
-            let visible = engine.counter.visible();
-            unpublished
-                .extract_if(.., |(count, _)| *count <= visible)
-                .collect::<Vec<_>>()
-        };
+        let mut unpublished = engine.unpublished.lock();
+        let highest = self.counts.iter().max().copied();
+        for count in self.counts.drain(..) {
+            engine.counter.release(count);
+        }
+        if !written.is_empty() {
+            unpublished.writes.push((highest.unwrap_or(0), written));
+        }
+        let visible = engine.counter.visible();
+        let ready: Vec<_> = unpublished
+            .writes
+            .extract_if(.., |(count, _)| *count <= visible)
+            .collect();
+        // Woken under the lock, so that `published` never runs ahead of a
+        // wake-up (live subscriptions rely on it, see `published_count`).
         for (_, written) in ready {
             engine
                 .watchers
                 .wake(written.iter().map(|(cf, k)| (*cf, k.as_slice())));
         }
+        unpublished.published = unpublished.published.max(visible);
     }
 }
 

@@ -295,3 +295,62 @@ fn bounded_iteration_stays_in_the_prefix_both_ways() {
         .collect();
     assert_eq!(backward, [2, 1]);
 }
+
+/// Live subscriptions read `published_count` after checking their watches:
+/// every write it covers must already have woken the watches on its keys.
+#[test]
+fn published_count_never_runs_ahead_of_wake_ups() {
+    let (_dir, engine) = temp_engine();
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 300;
+    // One key (and one watch, registered before any write) per write.
+    let watches: Vec<Vec<Watch>> = (0..WRITERS)
+        .map(|t| {
+            (0..PER_WRITER)
+                .map(|i| engine.watch(T, (format!("w{t}"), i as u64).encode()))
+                .collect()
+        })
+        .collect();
+    // The count each write took, once it has one (0 before).
+    let counts: Arc<Vec<Vec<std::sync::atomic::AtomicU64>>> = Arc::new(
+        (0..WRITERS)
+            .map(|_| (0..PER_WRITER).map(|_| Default::default()).collect())
+            .collect(),
+    );
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let (engine, counts) = (engine.clone(), counts.clone());
+            std::thread::spawn(move || {
+                for i in 0..PER_WRITER {
+                    let mut batch = engine.batch();
+                    let n = batch.next_count().unwrap();
+                    counts[t][i].store(n, std::sync::atomic::Ordering::SeqCst);
+                    batch.put(T, &(format!("w{t}"), i as u64), &Raw(vec![]));
+                    batch.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    let check = || {
+        let published = engine.published_count();
+        for t in 0..WRITERS {
+            for i in 0..PER_WRITER {
+                let n = counts[t][i].load(std::sync::atomic::Ordering::SeqCst);
+                if n != 0 && n <= published {
+                    assert!(
+                        watches[t][i].has_changed().unwrap(),
+                        "write {n} is published ({published}) but its watch was not woken"
+                    );
+                }
+            }
+        }
+    };
+    while writers.iter().any(|w| !w.is_finished()) {
+        check();
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    check();
+    assert_eq!(engine.published_count(), engine.visible_count());
+}

@@ -8,16 +8,63 @@
 //!
 //! Prefixes end at a key-part boundary (see `codec::prefix`), are whole keys,
 //! or are empty (the whole table).
+//!
+//! A waiter with many watches (a sync of a user in many rooms) registers them
+//! with one *bell*: a wake rings it too, so the waiter sleeps on the bell
+//! rather than on every watch, and checks which watches fired when it rings.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+};
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::codec::SEP;
 
-/// Registered prefixes per column, each with the channel its waiters sleep on.
-type Registry = HashMap<&'static str, HashMap<Vec<u8>, watch::Sender<u64>>>;
+/// Registered prefixes per column.
+type Registry = HashMap<&'static str, HashMap<Vec<u8>, Prefix>>;
+
+/// One watched prefix: the channel its watches follow, and the bells to
+/// ring (by address, so that renewing a watch does not add its bell twice).
+#[derive(Debug)]
+struct Prefix {
+    sender: watch::Sender<u64>,
+    bells: HashMap<usize, Weak<Notify>>,
+}
+
+impl Prefix {
+    fn new() -> Self {
+        Self {
+            sender: watch::channel(0).0,
+            bells: HashMap::new(),
+        }
+    }
+
+    fn add_bell(&mut self, bell: &Arc<Notify>) {
+        // Bells of waiters that are gone are dropped now and then, so a
+        // prefix that is never written does not collect them.
+        let len = self.bells.len();
+        if len >= 8 && len.is_power_of_two() {
+            self.bells.retain(|_, b| b.strong_count() > 0);
+        }
+        self.bells
+            .insert(Arc::as_ptr(bell) as usize, Arc::downgrade(bell));
+    }
+
+    fn ring(&mut self) {
+        self.sender.send_modify(|n| *n += 1);
+        self.bells.retain(|_, bell| match bell.upgrade() {
+            Some(bell) => {
+                // A ring while nobody waits is kept for the next wait.
+                bell.notify_one();
+                true
+            }
+            None => false,
+        });
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Watchers {
@@ -29,16 +76,22 @@ pub struct Watchers {
 pub type Watch = watch::Receiver<u64>;
 
 impl Watchers {
-    pub fn watch(&self, column: &'static str, prefix: Vec<u8>) -> Watch {
+    pub fn watch(
+        &self,
+        column: &'static str,
+        prefix: Vec<u8>,
+        bell: Option<&Arc<Notify>>,
+    ) -> Watch {
         let mut columns = self.by_column.lock();
         let prefixes = columns.entry(column).or_default();
         if prefixes.len() > 1024 && prefixes.len().is_power_of_two() {
-            prefixes.retain(|_, s| s.receiver_count() > 0);
+            prefixes.retain(|_, p| p.sender.receiver_count() > 0);
         }
-        let sender = prefixes
-            .entry(prefix)
-            .or_insert_with(|| watch::channel(0).0);
-        let mut rx = sender.subscribe();
+        let entry = prefixes.entry(prefix).or_insert_with(Prefix::new);
+        if let Some(bell) = bell {
+            entry.add_bell(bell);
+        }
+        let mut rx = entry.sender.subscribe();
         rx.mark_unchanged();
         rx
     }
@@ -64,10 +117,10 @@ impl Watchers {
                 .chain(std::iter::once(key.len()));
             for end in boundaries {
                 let candidate = &key[..end];
-                let orphaned = match prefixes.get(candidate) {
-                    Some(sender) => {
-                        sender.send_modify(|n| *n += 1);
-                        sender.receiver_count() == 0
+                let orphaned = match prefixes.get_mut(candidate) {
+                    Some(watched) => {
+                        watched.ring();
+                        watched.sender.receiver_count() == 0
                     }
                     None => false,
                 };

@@ -6,31 +6,27 @@
 //! the server stops. Registering before reading means no change is lost.
 
 mod filter;
+mod live;
 pub mod token;
+mod watches;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 
-use futures_util::future::{FutureExt, select_all};
 use ruma::OwnedRoomId;
 use serde::Serialize;
 use serde_json::{Value, json, value::RawValue};
 
-pub use self::filter::SyncFilter;
+use self::watches::Watches;
+pub use self::{filter::SyncFilter, live::Live};
 use crate::{
     Services,
     auth::Identity,
     error::Result,
     push::rules::PUSH_RULES,
     rooms::{StoredEvent, TimelineSlice},
-    storage::{
-        COUNT_KEYCHANGEUSER, COUNT_PRESENCEUSER, Key, SHORTROOMID_TYPINGCOUNT,
-        SHORTROOMIDCOUNT_RECEIPTKEY, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDCOUNT_ACCOUNTDATAKEY,
-        USERIDDEVICECOUNT_TODEVICE, USERIDROOMID_MEMBERSHIP, USERIDSHORTROOMIDCOUNT_DELIVERED,
-        Watch, prefix,
-    },
 };
 
 /// Longest long-poll a client may ask for.
@@ -72,31 +68,6 @@ fn delivered(s: &Services, who: &Identity, count: u64) {
 
 /// Answers a sync, waiting up to the timeout for something new.
 pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<SyncResponse> {
-    Ok(sync_keeping_watches(s, who, req).await?.0)
-}
-
-/// Resolves once any of `watches` has seen a change.
-pub async fn any_changed(watches: Vec<Watch>) {
-    if watches.is_empty() {
-        return std::future::pending().await;
-    }
-    let _ = select_all(
-        watches
-            .into_iter()
-            .map(|mut w| async move { w.changed().await }.boxed()),
-    )
-    .await;
-}
-
-/// [`sync`], also returning the watches registered before the response was
-/// built: they fire on anything committed since. A caller that syncs again
-/// at once (a WebSocket subscription) waits on them first, instead of
-/// building a response only to find it empty.
-pub async fn sync_keeping_watches(
-    s: &Services,
-    who: &Identity,
-    req: SyncRequest,
-) -> Result<(SyncResponse, Vec<Watch>)> {
     let since = req
         .since
         .as_deref()
@@ -113,15 +84,14 @@ pub async fn sync_keeping_watches(
     let mut stopping = s.stopping.subscribe();
     // A device waiting in a long-poll is still syncing: presence hears so
     // often enough that the poll never outlasts the offline timeout.
-    let keepalive =
-        Duration::from_millis(s.config.presence.offline_timeout_ms / 2).max(Duration::from_secs(1));
+    let keepalive = presence_keepalive(s);
     let mut next_keepalive = tokio::time::Instant::now() + keepalive;
     loop {
         if tokio::time::Instant::now() >= next_keepalive {
             s.presence.synced(&who.user_id, &req.set_presence)?;
             next_keepalive += keepalive;
         }
-        let watches = register_watches(s, who)?;
+        let mut watches = Watches::register(s, who, false)?;
         let upto = s.db.visible_count();
         let mut response = build(s, who, since, upto, &req)?;
         let empty = since.is_some() && response.is_empty() && !req.full_state;
@@ -132,15 +102,10 @@ pub async fn sync_keeping_watches(
                 // count (its own delivered receipts, say) was not for it.
                 response.next_batch = token.clone();
             }
-            return Ok((response, watches));
+            return Ok(response);
         }
-        let woken = select_all(
-            watches
-                .into_iter()
-                .map(|mut w| async move { w.changed().await }.boxed()),
-        );
         tokio::select! {
-            _ = woken => {}
+            () = watches.changed() => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = tokio::time::sleep_until(next_keepalive) => {}
             _ = stopping.wait_for(|stop| *stop) => {}
@@ -148,34 +113,9 @@ pub async fn sync_keeping_watches(
     }
 }
 
-fn register_watches(s: &Services, who: &Identity) -> Result<Vec<Watch>> {
-    let user = &who.user_id;
-    let mut watches = vec![
-        s.db.watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),))),
-        s.db.watch(USERIDCOUNT_ACCOUNTDATAKEY, prefix(&(user.to_owned(),))),
-        s.db.watch(
-            USERIDDEVICECOUNT_TODEVICE,
-            prefix(&(user.clone(), who.device_id.clone())),
-        ),
-    ];
-    if s.presence.enabled() {
-        watches.push(s.db.watch(COUNT_PRESENCEUSER, Vec::new()));
-    }
-    // Anyone's keys changing may concern this user (the build decides).
-    watches.push(s.db.watch(COUNT_KEYCHANGEUSER, Vec::new()));
-    // Delivered receipts on this user's messages, in any room.
-    watches.push(s.db.watch(
-        USERIDSHORTROOMIDCOUNT_DELIVERED,
-        prefix(&(user.to_owned(),)),
-    ));
-    for room in s.rooms.joined_rooms(user)? {
-        if let Some(meta) = s.rooms.meta(&room)? {
-            watches.push(s.db.watch(SHORTROOMIDCOUNT_SHORTEVENTID, prefix(&(meta.short,))));
-            watches.push(s.db.watch(SHORTROOMID_TYPINGCOUNT, meta.short.encode()));
-            watches.push(s.db.watch(SHORTROOMIDCOUNT_RECEIPTKEY, prefix(&(meta.short,))));
-        }
-    }
-    Ok(watches)
+/// How often a waiting sync tells presence that the device is still there.
+pub fn presence_keepalive(s: &Services) -> Duration {
+    Duration::from_millis(s.config.presence.offline_timeout_ms / 2).max(Duration::from_secs(1))
 }
 
 /// A sync response. Event lists hold each event's cached client JSON, so a
@@ -389,17 +329,16 @@ fn joined_room(
     account_data: Vec<Value>,
     req: &SyncRequest,
 ) -> Result<Option<JoinedRoom>> {
-    let user = &who.user_id;
     let from = if fresh { 0 } else { after };
     let ephemeral = ephemeral_events(s, who, room, from, upto)?;
     let quiet = account_data.is_empty() && ephemeral.is_empty();
     // `full_state` asks for every room, news or not.
     let quiet = quiet && !req.full_state;
-    if !fresh && quiet && s.rooms.latest_count(room)? <= after {
+    if !fresh && quiet && s.rooms.newest_count_at_most(room)? <= after {
         return Ok(None);
     }
     let filter = &req.filter;
-    let visible = s.rooms.history_view(room, user)?;
+    let visible = s.rooms.history_view(room, &who.user_id)?;
     let timeline =
         s.rooms
             .timeline_between(room, from, upto, filter.timeline_limit, |pdu, meta| {
@@ -408,6 +347,39 @@ fn joined_room(
     if !fresh && timeline.events.is_empty() && quiet {
         return Ok(None);
     }
+    let parts = RoomParts {
+        timeline,
+        ephemeral,
+        account_data,
+    };
+    joined_room_section(s, who, room, (after, upto), fresh, parts, req).map(Some)
+}
+
+/// What a joined room's section is made of, read by the caller.
+struct RoomParts {
+    timeline: TimelineSlice,
+    ephemeral: Vec<Value>,
+    account_data: Vec<Value>,
+}
+
+/// A joined room's section around its timeline: state, summary and counts.
+fn joined_room_section(
+    s: &Services,
+    who: &Identity,
+    room: &ruma::RoomId,
+    (after, upto): (u64, u64),
+    fresh: bool,
+    parts: RoomParts,
+    req: &SyncRequest,
+) -> Result<JoinedRoom> {
+    let user = &who.user_id;
+    let from = if fresh { 0 } else { after };
+    let RoomParts {
+        timeline,
+        ephemeral,
+        account_data,
+    } = parts;
+    let filter = &req.filter;
     let whole = fresh || req.full_state;
     let (state, state_after) = if req.use_state_after {
         let events = state_after_section(s, room, after, upto, whole, &timeline, filter)?;
@@ -458,7 +430,7 @@ fn joined_room(
             .collect();
         Value::Object(per_root)
     });
-    Ok(Some(JoinedRoom {
+    Ok(JoinedRoom {
         timeline: timeline_json(s, who, &timeline, (from, upto), filter)?,
         state,
         state_after,
@@ -469,7 +441,7 @@ fn joined_room(
         summary,
         unread_notifications: json!({ "notification_count": counts.notifications, "highlight_count": counts.highlights }),
         unread_thread_notifications: threads,
-    }))
+    })
 }
 
 /// Presence of users sharing a room with `user` (and their own) that changed in
@@ -570,6 +542,10 @@ fn state_section(
     timeline: &TimelineSlice,
     filter: &SyncFilter,
 ) -> Result<Vec<StoredEvent>> {
+    if !whole && !timeline.limited && !filter.lazy_load_members {
+        // The timeline carries every state change since the token.
+        return Ok(Vec::new());
+    }
     let at_timeline_start = match timeline.events.first() {
         Some((_, meta)) => s.rooms.state_before(meta)?,
         None => s.rooms.state_at_count(room, upto)?,

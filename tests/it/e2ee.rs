@@ -13,12 +13,12 @@ use crate::common::*;
 const KEYS: &str = "/_matrix/client/v3/keys";
 
 /// An ed25519 key pair, as clients hold for devices and cross-signing.
-struct Key {
+pub(crate) struct Key {
     pair: Ed25519KeyPair,
     public: String,
 }
 
-fn key() -> Key {
+pub(crate) fn key() -> Key {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
     let public = b64(pair.public_key().as_ref());
@@ -49,7 +49,7 @@ fn sign(object: &mut Value, user: &str, key_id: &str, key: &Key) {
 }
 
 /// Self-signed device keys of `who`'s device.
-fn device_keys(who: &Session, ed: &Key) -> Value {
+pub(crate) fn device_keys(who: &Session, ed: &Key) -> Value {
     let device = &who.device_id;
     let mut keys = json!({
         "user_id": who.user_id,
@@ -78,7 +78,11 @@ fn one_time_key(who: &Session, ed: &Key, fallback: bool) -> Value {
     k
 }
 
-fn one_time_keys(who: &Session, ed: &Key, ids: impl IntoIterator<Item = String>) -> Value {
+pub(crate) fn one_time_keys(
+    who: &Session,
+    ed: &Key,
+    ids: impl IntoIterator<Item = String>,
+) -> Value {
     let mut keys = serde_json::Map::new();
     for id in ids {
         keys.insert(

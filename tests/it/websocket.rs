@@ -514,3 +514,184 @@ async fn logging_out_closes_a_subscribed_socket_at_once() {
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("M_UNKNOWN_TOKEN"), "{reason}");
 }
+
+/// What a subscriber collected from its sync frames.
+#[derive(Default)]
+struct Collected {
+    event_ids: Vec<String>,
+    bodies: Vec<String>,
+    to_device: Vec<u64>,
+    topic: Option<String>,
+    typing: bool,
+    account_data: bool,
+    one_time_keys: Option<u64>,
+}
+
+impl Collected {
+    fn take(&mut self, sync: &Value, room: &str) {
+        let joined = &sync["rooms"]["join"][room];
+        for event in joined["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            self.event_ids
+                .push(event["event_id"].as_str().unwrap().to_owned());
+            match event["type"].as_str() {
+                Some("m.room.message") => self
+                    .bodies
+                    .push(event["content"]["body"].as_str().unwrap().to_owned()),
+                Some("m.room.topic") => {
+                    self.topic = event["content"]["topic"].as_str().map(str::to_owned);
+                }
+                _ => {}
+            }
+        }
+        for event in joined["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if event["type"] == "m.typing"
+                && !event["content"]["user_ids"].as_array().unwrap().is_empty()
+            {
+                self.typing = true;
+            }
+        }
+        for event in sync["to_device"]["events"].as_array().into_iter().flatten() {
+            self.to_device.push(event["content"]["n"].as_u64().unwrap());
+        }
+        let global = sync["account_data"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        self.account_data |= global.into_iter().any(|e| e["type"] == "org.example.live");
+        if let Some(n) = sync["device_one_time_keys_count"]["signed_curve25519"].as_u64() {
+            self.one_time_keys = Some(n);
+        }
+    }
+}
+
+/// Frames are built from only the parts whose watches fired: with every kind
+/// of change racing (messages from two senders, a join, a topic, typing,
+/// to-device, account data, key uploads and claims), nothing is lost or
+/// repeated, and the frames hold what `/sync` holds.
+#[tokio::test]
+async fn live_frames_miss_and_repeat_nothing_while_every_kind_of_change_races() {
+    use crate::e2ee::{device_keys, key, one_time_keys};
+
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    let carol = s.register("carol").await;
+    let mut socket = connect(&s, &bob).await;
+    let filter = json!({ "room": { "timeline": { "limit": 1000 } } });
+    send(
+        &mut socket,
+        json!({ "id": "s", "op": "sync", "filter": filter }),
+    )
+    .await;
+    let initial = next_sync(&mut socket).await;
+    let start = initial["next_batch"].as_str().unwrap().to_owned();
+
+    let messages = |who: Session, tag: &'static str, n: usize| {
+        let s = &s;
+        let room = room.clone();
+        async move {
+            for i in 0..n {
+                s.send_ok(&who, &room, &format!("{tag}{i}")).await;
+            }
+        }
+    };
+    let others = async {
+        let (status, body) = s.join(&carol, &room).await;
+        assert_eq!(status, 200, "{body}");
+        for i in 0..10u64 {
+            let body = json!({ "messages": { &bob.user_id: { &bob.device_id: { "n": i } } } });
+            let path = format!("/_matrix/client/v3/sendToDevice/org.example.ping/live{i}");
+            assert_eq!(s.put(&path, Some(&alice.token), body).await.0, 200);
+        }
+        let typing = format!("/_matrix/client/v3/rooms/{room}/typing/{}", alice.user_id);
+        let body = json!({ "typing": true, "timeout": 30000 });
+        assert_eq!(s.put(&typing, Some(&alice.token), body).await.0, 200);
+        let topic = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+        let body = json!({ "topic": "raced" });
+        assert_eq!(s.put(&topic, Some(&alice.token), body).await.0, 200);
+        let data = format!(
+            "/_matrix/client/v3/user/{}/account_data/org.example.live",
+            bob.user_id
+        );
+        assert_eq!(
+            s.put(&data, Some(&bob.token), json!({ "on": true }))
+                .await
+                .0,
+            200
+        );
+        let ed = key();
+        let body = json!({
+            "device_keys": device_keys(&bob, &ed),
+            "one_time_keys": one_time_keys(&bob, &ed, ["L1".into(), "L2".into(), "L3".into()]),
+        });
+        let upload = s
+            .post("/_matrix/client/v3/keys/upload", Some(&bob.token), body)
+            .await;
+        assert_eq!(upload.0, 200, "{}", upload.1);
+        let claim =
+            json!({ "one_time_keys": { &bob.user_id: { &bob.device_id: "signed_curve25519" } } });
+        let claimed = s
+            .post("/_matrix/client/v3/keys/claim", Some(&alice.token), claim)
+            .await;
+        assert_eq!(claimed.0, 200, "{}", claimed.1);
+    };
+    let mut got = Collected::default();
+    let collect = async {
+        let done = |got: &Collected| {
+            got.bodies.len() >= 80
+                && got.to_device.len() >= 10
+                && got.topic.is_some()
+                && got.typing
+                && got.account_data
+                && got.one_time_keys == Some(2)
+        };
+        while !done(&got) {
+            let sync = next_sync(&mut socket).await;
+            got.take(&sync, &room);
+            let token = sync["next_batch"].as_str().unwrap();
+            send(&mut socket, json!({ "op": "ack", "next_batch": token })).await;
+        }
+    };
+    tokio::join!(
+        messages(alice.clone(), "a", 50),
+        messages(carol.clone(), "c", 30),
+        others,
+        collect
+    );
+
+    let mut bodies = got.bodies.clone();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        bodies.len(),
+        got.bodies.len(),
+        "a message came twice: {:?}",
+        got.bodies
+    );
+    assert_eq!(bodies.len(), 80);
+    let mut to_device = got.to_device.clone();
+    to_device.sort();
+    assert_eq!(
+        to_device,
+        (0..10).collect::<Vec<_>>(),
+        "each to-device message once"
+    );
+    assert_eq!(got.topic.as_deref(), Some("raced"));
+
+    // The same span over /sync: the same timeline events, in the same order.
+    let query = format!("since={start}&filter={}", urlencode(&filter.to_string()));
+    let http = sync(&s, &bob, &query).await;
+    let http_ids: Vec<String> = http["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got.event_ids, http_ids);
+}
