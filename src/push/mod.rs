@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
     events::AnySyncTimelineEvent,
-    push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
@@ -194,16 +194,17 @@ impl Push {
 
     /// Which members to notify about a new event of `room`, per their push rules.
     pub async fn evaluate(&self, rooms: &Rooms, room: &RoomId, pdu: &Pdu) -> Result<Vec<Notify>> {
-        let mut members = rooms.joined_local_members(room)?;
-        let member_count = UInt::new_saturating(members.len() as u64);
+        let joined = rooms.joined_local_members(room)?;
+        let member_count = UInt::new_saturating(joined.len() as u64);
+        let mut members: Vec<(&UserId, &str)> = joined
+            .iter()
+            .map(|(m, n)| (m.as_ref(), n.as_str()))
+            .collect();
         // An invitee is not a member yet, but `.m.rule.invite_for_me` is for them.
-        let mut invitee = local_invitee(rooms, pdu);
+        let invitee =
+            local_invitee(rooms, pdu).filter(|user| !members.iter().any(|(m, _)| m == user));
         if let Some(user) = &invitee {
-            if members.iter().any(|(m, _)| m == user) {
-                invitee = None;
-            } else {
-                members.push((user.clone(), user.localpart().to_owned()));
-            }
+            members.push((user, user.localpart()));
         }
         if members.len() <= 1 {
             return Ok(Vec::new());
@@ -213,34 +214,34 @@ impl Push {
             Raw::from_json(serde_json::value::RawValue::from_string(json)?);
         // Flattened once for every member, not once per member.
         let flat = FlattenedJson::from_raw(&event);
-        let power_levels = rooms.power_levels(room)?;
+        let power_levels: PushConditionPowerLevelsCtx = rooms.power_levels(room)?.into();
         let thread = crate::rooms::thread_root_of(pdu);
         let mut notify = Vec::new();
         for (user, display_name) in members {
             if user == pdu.sender() {
                 continue;
             }
-            let ruleset = self.rules.get(&user)?;
+            let ruleset = self.rules.get(user)?;
             let ctx = PushConditionRoomCtx::new(
                 room.to_owned(),
                 member_count,
-                user.clone(),
-                display_name,
+                user.to_owned(),
+                display_name.to_owned(),
             )
-            .with_power_levels(power_levels.clone().into());
+            .with_power_levels(power_levels.clone());
             let actions = first_match(&ruleset, &flat, &ctx).await;
             if !actions.iter().any(|a| a.should_notify()) {
                 continue;
             }
             let highlight = actions.iter().any(|a| a.is_highlight());
             let pushers = if self.deliver {
-                self.pushers.destinations(&user)?
+                self.pushers.destinations(user)?
             } else {
                 Vec::new()
             };
-            let counted = invitee.as_ref() != Some(&user);
+            let counted = invitee.as_deref() != Some(user);
             notify.push(Notify {
-                user,
+                user: user.to_owned(),
                 highlight,
                 thread: thread.clone(),
                 actions,

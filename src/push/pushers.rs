@@ -6,6 +6,10 @@
 //! A pusher belongs to the device that set it and goes when that device logs
 //! out. Removing a pusher drops what its outbox queue still holds.
 
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use parking_lot::Mutex;
 use ruma::{
     DeviceId, OwnedDeviceId, OwnedUserId, UserId,
     api::client::push::{Pusher, PusherKind},
@@ -15,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     outbox::{self, Destination},
-    storage::{APPIDPUSHKEYUSERID_, Batch, Engine, Raw, USERIDAPPIDPUSHKEY_PUSHER, prefix},
+    storage::{APPIDPUSHKEYUSERID_, Batch, Engine, Raw, USERIDAPPIDPUSHKEY_PUSHER, Watch, prefix},
     util::now_ms,
 };
 
@@ -57,24 +61,28 @@ pub fn destination(user: &UserId, app_id: &str, pushkey: &str) -> Destination {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pushers {
     db: Engine,
+    /// Each user's destinations with a watch on their pushers, registered
+    /// before the read: every new event asks for every member's.
+    destinations: Mutex<LruCache<OwnedUserId, (Vec<Destination>, Watch)>>,
 }
+
+/// Users whose pusher destinations are kept in memory.
+const DESTINATIONS_CACHE: usize = 10_000;
 
 impl Pushers {
     pub fn new(db: Engine) -> Self {
-        Self { db }
+        let capacity = NonZeroUsize::new(DESTINATIONS_CACHE).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            db,
+            destinations: Mutex::new(LruCache::new(capacity)),
+        }
     }
 
     pub fn list(&self, user: &UserId) -> Result<Vec<PusherRecord>> {
-        let rows = self
-            .db
-            .scan_prefix(USERIDAPPIDPUSHKEY_PUSHER, &prefix(&(user.to_owned(),)))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(_, Raw(bytes))| decode(&bytes))
-            .collect())
+        list_of(&self.db, user)
     }
 
     pub fn get(&self, user: &UserId, app_id: &str, pushkey: &str) -> Result<Option<PusherRecord>> {
@@ -87,12 +95,21 @@ impl Pushers {
 
     /// The outbox destinations of a user's pushers.
     pub fn destinations(&self, user: &UserId) -> Result<Vec<Destination>> {
+        if let Some((found, watch)) = self.destinations.lock().get(user)
+            && !watch.has_changed().unwrap_or(true)
+        {
+            return Ok(found.clone());
+        }
         let p = prefix(&(user.to_owned(),));
+        let watch = self.db.watch(USERIDAPPIDPUSHKEY_PUSHER, p.clone());
         let mut found = Vec::new();
         for row in self.db.iter(USERIDAPPIDPUSHKEY_PUSHER, &p, &p, true) {
             let ((user, app_id, pushkey), _) = row?;
             found.push(destination(&user, &app_id, &pushkey));
         }
+        self.destinations
+            .lock()
+            .put(user.to_owned(), (found.clone(), watch));
         Ok(found)
     }
 
@@ -149,7 +166,7 @@ impl Pushers {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<()> {
-        for record in (Pushers { db: db.clone() }).list(user)? {
+        for record in list_of(db, user)? {
             if record.device_id.as_deref() == Some(device) {
                 let ids = &record.pusher.ids;
                 stage_delete(batch, user, &ids.app_id, &ids.pushkey)?;
@@ -160,7 +177,7 @@ impl Pushers {
 
     /// Deletes every pusher of a user (account deactivation).
     pub fn stage_delete_user(db: &Engine, batch: &mut Batch, user: &UserId) -> Result<()> {
-        for record in (Pushers { db: db.clone() }).list(user)? {
+        for record in list_of(db, user)? {
             let ids = &record.pusher.ids;
             stage_delete(batch, user, &ids.app_id, &ids.pushkey)?;
         }
@@ -222,4 +239,12 @@ fn validate(pusher: &Pusher) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn list_of(db: &Engine, user: &UserId) -> Result<Vec<PusherRecord>> {
+    let rows = db.scan_prefix(USERIDAPPIDPUSHKEY_PUSHER, &prefix(&(user.to_owned(),)))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, Raw(bytes))| decode(&bytes))
+        .collect())
 }

@@ -273,8 +273,12 @@ impl Rooms {
     }
 
     /// Joined members of this server with their display names (for push rules).
-    pub fn joined_local_members(&self, room: &RoomId) -> Result<Vec<(ruma::OwnedUserId, String)>> {
-        let state = self.current_state(room)?;
+    pub fn joined_local_members(&self, room: &RoomId) -> Result<super::LocalMembers> {
+        let snapshot = self.require_meta(room)?.current_state;
+        if let Some(members) = self.local_members.lock().get(&snapshot) {
+            return Ok(members.clone());
+        }
+        let state = self.state.load(snapshot)?;
         let mut members = Vec::new();
         for (&key, &short) in state.iter() {
             let (kind, member) = self.state.key_of(key)?;
@@ -297,6 +301,8 @@ impl Rooms {
                 members.push((member, name));
             }
         }
+        let members = std::sync::Arc::new(members);
+        self.local_members.lock().put(snapshot, members.clone());
         Ok(members)
     }
 

@@ -120,6 +120,11 @@ const PDU_CACHE: usize = 20_000;
 const META_CACHE: usize = 50_000;
 const STATE_CACHE: usize = 2_000;
 const VISIBILITY_CACHE: usize = 20_000;
+/// State snapshots whose joined local members are kept.
+const LOCAL_MEMBERS_CACHE: usize = 1_024;
+
+/// Joined local members of a room and their display names.
+pub type LocalMembers = Arc<Vec<(ruma::OwnedUserId, String)>>;
 
 /// History visibility and a user's membership in one state snapshot.
 type VisibilityAt = (Visibility, Option<String>);
@@ -139,6 +144,9 @@ pub struct Rooms {
     pdus: Mutex<LruCache<u64, Arc<Pdu>>>,
     metas: Mutex<LruCache<u64, Arc<EventMeta>>>,
     visibility: Mutex<LruCache<(u64, ruma::OwnedUserId), VisibilityAt>>,
+    /// Joined local members with display names, per state snapshot
+    /// (snapshots never change): every new event's push evaluation asks.
+    local_members: Mutex<LruCache<u64, LocalMembers>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
     /// Per short room id, a count at or above its newest event: noted before
     /// an event's batch commits, so a reader of the visible count never finds
@@ -180,6 +188,9 @@ impl Rooms {
             )),
             visibility: Mutex::new(LruCache::new(
                 NonZeroUsize::new(VISIBILITY_CACHE).expect("non-zero"),
+            )),
+            local_members: Mutex::new(LruCache::new(
+                NonZeroUsize::new(LOCAL_MEMBERS_CACHE).expect("non-zero"),
             )),
             short_rooms: Mutex::new(HashMap::new()),
             newest: Mutex::new(HashMap::new()),
