@@ -279,7 +279,7 @@ impl Engine {
     pub fn batch(&self) -> Batch {
         Batch {
             engine: self.clone(),
-            values: Vec::new(),
+            inner: WriteBatch::default(),
             written: Vec::new(),
             counts: Vec::new(),
             after_commit: Vec::new(),
@@ -407,22 +407,24 @@ impl<K: Key, V: Value> Iterator for TableIter<'_, K, V> {
 /// dropped without commit writes nothing.
 pub struct Batch {
     engine: Engine,
-    /// Every write, as (table, key), and beside it its value (`None`: a delete).
+    inner: WriteBatch,
     written: Vec<(&'static str, Vec<u8>)>,
-    values: Vec<Option<Vec<u8>>>,
     counts: Vec<u64>,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Batch {
     pub fn put<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K, value: &V) {
-        self.written.push((table.name, key.encode()));
-        self.values.push(Some(value.to_bytes()));
+        let key = key.encode();
+        self.inner
+            .put_cf(&self.engine.cf(table.name), &key, value.to_bytes());
+        self.written.push((table.name, key));
     }
 
     pub fn delete<K: Key, V: Value>(&mut self, table: Table<K, V>, key: &K) {
-        self.written.push((table.name, key.encode()));
-        self.values.push(None);
+        let key = key.encode();
+        self.inner.delete_cf(&self.engine.cf(table.name), &key);
+        self.written.push((table.name, key));
     }
 
     /// Deletes every entry whose key starts with `prefix`.
@@ -442,8 +444,8 @@ impl Batch {
             if !k.starts_with(prefix) {
                 break;
             }
+            self.inner.delete_cf(&cf, &k);
             self.written.push((table.name, k.to_vec()));
-            self.values.push(None);
         }
         Ok(())
     }
@@ -466,7 +468,8 @@ impl Batch {
     }
 
     pub fn commit(mut self) -> Result<()> {
-        let result = self.engine.inner.db.write(self.write_batch());
+        let inner = std::mem::take(&mut self.inner);
+        let result = self.engine.inner.db.write(inner);
         let written = if result.is_ok() {
             std::mem::take(&mut self.written)
         } else {
@@ -478,34 +481,6 @@ impl Batch {
             hook();
         }
         Ok(())
-    }
-
-    /// The RocksDB batch, its writes ordered by table and key (a stable sort,
-    /// so writes to one key keep their order): each memtable insert then
-    /// starts its skip-list search from where the previous one ended, which
-    /// makes a batch of many rows (a message's notification rows for every
-    /// member) markedly cheaper to apply.
-    fn write_batch(&self) -> WriteBatch {
-        let mut order: Vec<usize> = (0..self.written.len()).collect();
-        order.sort_by(|&a, &b| self.written[a].cmp(&self.written[b]));
-        let mut batch = WriteBatch::default();
-        let mut table: Option<(&str, Arc<rocksdb::BoundColumnFamily<'_>>)> = None;
-        for i in order {
-            let (name, key) = &self.written[i];
-            let cf = match &table {
-                Some((current, cf)) if current == name => cf.clone(),
-                _ => {
-                    let cf = self.engine.cf(name);
-                    table = Some((name, cf.clone()));
-                    cf
-                }
-            };
-            match &self.values[i] {
-                Some(value) => batch.put_cf(&cf, key, value),
-                None => batch.delete_cf(&cf, key),
-            }
-        }
-        batch
     }
 
     /// Releases this batch's counts and wakes the watchers of every committed
