@@ -13,7 +13,11 @@ pub mod gateway;
 pub mod pushers;
 pub mod rules;
 
-use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroUsize,
+    sync::Arc,
+};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -39,7 +43,10 @@ use crate::{
     util::now_ms,
 };
 
-use self::{pushers::Pushers, rules::PushRules};
+use self::{
+    pushers::Pushers,
+    rules::{PushRules, RulesShape},
+};
 
 /// One user to notify about one event.
 #[derive(Debug, Clone)]
@@ -210,6 +217,7 @@ impl Push {
             return Ok(Vec::new());
         }
         let json = pdu.to_client_json(&Map::new())?;
+        let mentions = Mentions::of(&json, pdu);
         let event: Raw<AnySyncTimelineEvent> =
             Raw::from_json(serde_json::value::RawValue::from_string(json)?);
         // Flattened once for every member, not once per member.
@@ -217,19 +225,35 @@ impl Push {
         let power_levels: PushConditionPowerLevelsCtx = rooms.power_levels(room)?.into();
         let thread = crate::rooms::thread_root_of(pdu);
         let mut notify = Vec::new();
+        // Actions per rules shape, for members the event does not mention: in
+        // a group most members share one evaluation.
+        let mut shared: HashMap<RulesShape, Vec<Action>> = HashMap::new();
         for (user, display_name) in members {
             if user == pdu.sender() {
                 continue;
             }
-            let ruleset = self.rules.get(user)?;
-            let ctx = PushConditionRoomCtx::new(
-                room.to_owned(),
-                member_count,
-                user.to_owned(),
-                display_name.to_owned(),
-            )
-            .with_power_levels(power_levels.clone());
-            let actions = first_match(&ruleset, &flat, &ctx).await;
+            let rules = self.rules.get_with_shape(user)?;
+            let mentioned = mentions.may_concern(user, display_name);
+            let known = (!mentioned)
+                .then(|| shared.get(&rules.shape).cloned())
+                .flatten();
+            let actions = match known {
+                Some(actions) => actions,
+                None => {
+                    let ctx = PushConditionRoomCtx::new(
+                        room.to_owned(),
+                        member_count,
+                        user.to_owned(),
+                        display_name.to_owned(),
+                    )
+                    .with_power_levels(power_levels.clone());
+                    let actions = first_match(&rules.set, &flat, &ctx).await;
+                    if !mentioned {
+                        shared.insert(rules.shape, actions.clone());
+                    }
+                    actions
+                }
+            };
             if !actions.iter().any(|a| a.should_notify()) {
                 continue;
             }
@@ -420,6 +444,34 @@ fn local_invitee(rooms: &Rooms, pdu: &Pdu) -> Option<OwnedUserId> {
 
 /// The actions of the first of `rules` that applies to the event (what
 /// ruma's `Ruleset::get_actions` does, on an event flattened beforehand).
+/// What of an event can make a member's rules act differently from another
+/// member's with the same [`RulesShape`]: the only user-specific parts of
+/// a ruleset are its owner's user ID and localpart (in mention, invite and
+/// user-name rules), and the display name (`contains_display_name`).
+struct Mentions {
+    /// The event's JSON, lowercased (IDs and localparts are never escaped).
+    json: String,
+    /// The body, lowercased, where display names are looked for.
+    body: String,
+}
+
+impl Mentions {
+    fn of(json: &str, pdu: &Pdu) -> Self {
+        Self {
+            json: json.to_lowercase(),
+            body: pdu.content_str("body").unwrap_or_default().to_lowercase(),
+        }
+    }
+
+    /// Whether the event might mention `user` (a superset of what any rule
+    /// matches: a pattern can only match text that contains its literals).
+    fn may_concern(&self, user: &UserId, display_name: &str) -> bool {
+        let localpart = user.localpart().to_lowercase();
+        let name = display_name.to_lowercase();
+        self.json.contains(&localpart) || (!name.is_empty() && self.body.contains(&name))
+    }
+}
+
 async fn first_match(
     rules: &Ruleset,
     event: &FlattenedJson,

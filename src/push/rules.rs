@@ -25,9 +25,40 @@ const CACHE: usize = 20_000;
 #[derive(Debug)]
 pub struct PushRules {
     users: Users,
-    cache: Mutex<LruCache<OwnedUserId, Arc<Ruleset>>>,
+    cache: Mutex<LruCache<OwnedUserId, Rules>>,
     /// Serialises read-modify-write updates (rare, and cheap).
     writing: Mutex<()>,
+}
+
+/// A user's effective rules and their [`RulesShape`].
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub set: Arc<Ruleset>,
+    pub shape: RulesShape,
+}
+
+/// Identifies a ruleset with its owner's user ID and localpart taken out:
+/// the server defaults of every user have the same shape. For an event that
+/// mentions neither user, two users with one shape get the same actions
+/// (see `Push::evaluate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RulesShape([u8; 16]);
+
+impl Rules {
+    fn new(user: &UserId, set: Ruleset) -> Result<Self> {
+        // Serialised strings never hold a raw control character, so the
+        // placeholders cannot be confused with anything in the rules.
+        let text = serde_json::to_string(&set)?
+            .replace(user.as_str(), "\u{1}U")
+            .replace(user.localpart(), "\u{1}L");
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let mut shape = [0; 16];
+        shape.copy_from_slice(&digest.as_ref()[..16]);
+        Ok(Self {
+            set: Arc::new(set),
+            shape: RulesShape(shape),
+        })
+    }
 }
 
 impl PushRules {
@@ -42,10 +73,15 @@ impl PushRules {
 
     /// The user's effective rules.
     pub fn get(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        Ok(self.get_with_shape(user)?.set)
+    }
+
+    /// The user's effective rules with their shape.
+    pub fn get_with_shape(&self, user: &UserId) -> Result<Rules> {
         if let Some(rules) = self.cache.lock().get(user) {
             return Ok(rules.clone());
         }
-        let rules = Arc::new(self.load(user)?);
+        let rules = Rules::new(user, self.load(user)?)?;
         self.cache.lock().put(user.to_owned(), rules.clone());
         Ok(rules)
     }
@@ -68,7 +104,9 @@ impl PushRules {
         let content = serde_json::value::to_raw_value(&json!({ "global": &rules }))?;
         self.users
             .set_account_data(user, None, PUSH_RULES, content)?;
-        self.cache.lock().put(user.to_owned(), Arc::new(rules));
+        self.cache
+            .lock()
+            .put(user.to_owned(), Rules::new(user, rules)?);
         Ok(out)
     }
 

@@ -804,3 +804,53 @@ async fn an_invite_rings_the_invitee() {
     assert_eq!(n["prio"], "high");
     assert_eq!(n["devices"][0]["tweaks"]["sound"], "default");
 }
+
+/// Members whose rules have the same shape share one evaluation per event,
+/// unless the event mentions them: mentions and one member's own rules still
+/// give each their own actions.
+#[tokio::test]
+async fn in_a_group_each_member_gets_their_own_actions() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    let mut members = Vec::new();
+    for name in ["bob", "carol", "dan", "erin"] {
+        let who = s.register(name).await;
+        s.join(&who, &room).await;
+        members.push(who);
+    }
+    let (bob, carol, dan, erin) = (&members[0], &members[1], &members[2], &members[3]);
+    let rule = json!({ "pattern": "lunch", "actions": ["notify", { "set_tweak": "highlight" }] });
+    let (status, body) = s
+        .put(
+            "/_matrix/client/v3/pushrules/global/content/lunch",
+            Some(&dan.token),
+            rule,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let mention = |who: &Session, txn: &str| {
+        let body = json!({ "msgtype": "m.text", "body": "hey", "m.mentions": { "user_ids": [who.user_id] } });
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        (path, body)
+    };
+    let (path, body) = mention(bob, "m1");
+    assert_eq!(s.put(&path, Some(&alice.token), body).await.0, 200);
+    s.send_ok(&alice, &room, "lunch time").await;
+    let (path, body) = mention(carol, "m2");
+    assert_eq!(s.put(&path, Some(&alice.token), body).await.0, 200);
+
+    for (who, highlights) in [(bob, 1), (carol, 1), (dan, 1), (erin, 0)] {
+        let view = sync(&s, who, "").await;
+        let counts = &view["rooms"]["join"][&room]["unread_notifications"];
+        assert_eq!(counts["notification_count"], 3, "{}: {counts}", who.user_id);
+        assert_eq!(
+            counts["highlight_count"], highlights,
+            "{}: {counts}",
+            who.user_id
+        );
+    }
+}
