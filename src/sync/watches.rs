@@ -130,17 +130,26 @@ impl Watches {
     /// subscription also watches the device's own keys (their counts are in
     /// every frame; a long-poll reads them each time anyway).
     pub fn register(s: &Services, who: &Identity, live: bool) -> Result<Self> {
-        let mut parts = vec![
-            Part::Memberships,
-            Part::AccountData,
-            Part::ToDevice,
-            Part::KeyChanges,
-        ];
+        let bell = Arc::new(Notify::new());
+        let mut list = Vec::new();
+        let mut add = |part: Part| {
+            list.push(Watched {
+                watch: watch(s, who, &part, &bell),
+                part,
+            });
+        };
+        // Memberships first: a join after this fires it, so the rooms read
+        // below cannot miss one without the next build seeing it.
+        add(Part::Memberships);
+        add(Part::AccountData);
+        add(Part::ToDevice);
+        add(Part::KeyChanges);
         if s.presence.enabled() {
-            parts.push(Part::Presence);
+            add(Part::Presence);
         }
         if live {
-            parts.extend([Part::OneTimeKeys, Part::FallbackKeys]);
+            add(Part::OneTimeKeys);
+            add(Part::FallbackKeys);
         }
         for room in s.rooms.joined_rooms(&who.user_id)? {
             if let Some(meta) = s.rooms.meta(&room)? {
@@ -150,18 +159,10 @@ impl Watches {
                     RoomPart::Receipts,
                     RoomPart::Delivered,
                 ] {
-                    parts.push(Part::Room(kind, room.clone(), meta.short));
+                    add(Part::Room(kind, room.clone(), meta.short));
                 }
             }
         }
-        let bell = Arc::new(Notify::new());
-        let list = parts
-            .into_iter()
-            .map(|part| Watched {
-                watch: watch(s, who, &part, &bell),
-                part,
-            })
-            .collect();
         Ok(Self { list, bell })
     }
 
