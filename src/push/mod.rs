@@ -288,14 +288,23 @@ impl Push {
         notify: &[Notify],
     ) -> Result<()> {
         let ts = now_ms();
+        // The unread row is the same for every member but for `highlight`.
+        let mut records: [Option<Vec<u8>>; 2] = [None, None];
         for n in notify {
             if n.counted {
-                let record =
-                    json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread });
+                let record = match &mut records[usize::from(n.highlight)] {
+                    Some(record) => record.clone(),
+                    slot => {
+                        let record = serde_json::to_vec(
+                            &json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread }),
+                        )?;
+                        slot.insert(record).clone()
+                    }
+                };
                 batch.put(
                     USERIDSHORTROOMIDCOUNT_NOTIFY,
                     &(n.user.clone(), short_room, count),
-                    &Bytes(serde_json::to_vec(&record)?),
+                    &Bytes(record),
                 );
                 self.note_staged(&n.user, short_room, count, n);
             }
@@ -312,6 +321,9 @@ impl Push {
                 &(n.user.clone(), count),
                 &Bytes(serde_json::to_vec(&logged)?),
             );
+            if n.pushers.is_empty() {
+                continue;
+            }
             let item = PushItem::Event {
                 event_id: event.clone(),
                 room_id: room.to_owned(),
