@@ -6,17 +6,19 @@
 //! a group this costs one receipt per sender, not one per member to every
 //! member.
 //!
-//! Acknowledging happens on every sync, so the work is bounded: one seek per
-//! joined room finds there is nothing new, and a room with news is read
+//! Acknowledging happens on every sync, so the work is bounded: the joined
+//! rooms come from memory, an in-memory bound on each room's newest event
+//! finds there is nothing new without a read, and a room with news is read
 //! backwards at most `MAX_EVENTS_READ_PER_ROOM` events. The receipts found
 //! are handed to a writer task that commits whatever has queued up in one
 //! batch: with many devices acknowledging, one commit per acknowledgement
 //! was most of the server's work. A receipt thus lands a moment after the
 //! acknowledgement (at once when the server is idle).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
 
-use ruma::{OwnedUserId, UserId};
+use lru::LruCache;
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
 
 use tokio::sync::mpsc;
 
@@ -24,7 +26,7 @@ use super::receipts::DeliveredItem;
 use crate::{
     error::Result,
     rooms::Rooms,
-    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, prefix},
+    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, Watch, prefix},
 };
 
 /// Events read back per room for the newest event of each other sender.
@@ -48,7 +50,17 @@ pub struct Delivered {
     /// after a restart: then the bounded read and the receipts' own
     /// never-backwards check keep the first acknowledgement cheap and right.
     acknowledged: parking_lot::Mutex<HashMap<OwnedUserId, u64>>,
+    /// Each acknowledging user's joined rooms, with a watch on their
+    /// memberships registered before the read: every acknowledgement walks
+    /// them, and they rarely change.
+    joined: parking_lot::Mutex<LruCache<OwnedUserId, JoinedRooms>>,
 }
+
+/// A user's joined rooms and the watch on their memberships.
+type JoinedRooms = (Arc<Vec<OwnedRoomId>>, Watch);
+
+/// Users whose joined rooms are kept for acknowledgements.
+const JOINED_CACHE: usize = 10_000;
 
 impl Delivered {
     pub fn new(enabled: bool) -> Self {
@@ -58,6 +70,9 @@ impl Delivered {
             queue,
             pending: parking_lot::Mutex::new(Some(pending)),
             acknowledged: Default::default(),
+            joined: parking_lot::Mutex::new(LruCache::new(
+                NonZeroUsize::new(JOINED_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -93,6 +108,25 @@ impl Delivered {
     }
 
     /// A device of `user` has received everything up to `upto`.
+    /// The user's joined rooms, from memory while their memberships have
+    /// not changed. A join is seen once its write has woken the watch: the
+    /// acknowledgement in between skips the new room, as if it came first.
+    fn joined_rooms(&self, rooms: &Rooms, user: &UserId) -> Result<Arc<Vec<OwnedRoomId>>> {
+        if let Some((joined, watch)) = self.joined.lock().get(user)
+            && !watch.has_changed().unwrap_or(true)
+        {
+            return Ok(joined.clone());
+        }
+        let watch = rooms
+            .db()
+            .watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),)));
+        let joined = Arc::new(rooms.joined_rooms(user)?);
+        self.joined
+            .lock()
+            .put(user.to_owned(), (joined.clone(), watch));
+        Ok(joined)
+    }
+
     pub fn acknowledged(&self, rooms: &Rooms, user: &UserId, upto: u64) -> Result<()> {
         if !self.enabled {
             return Ok(());
@@ -107,11 +141,11 @@ impl Delivered {
             acknowledged.insert(user.to_owned(), upto);
             previous.unwrap_or(0)
         };
-        for room in rooms.joined_rooms(user)? {
-            if rooms.newest_count_at_most(&room)? <= after {
+        for room in self.joined_rooms(rooms, user)?.iter() {
+            if rooms.newest_count_at_most(room)? <= after {
                 continue;
             }
-            let Some(meta) = rooms.meta(&room)? else {
+            let Some(meta) = rooms.meta(room)? else {
                 continue;
             };
             let rows = rooms.db().iter(
