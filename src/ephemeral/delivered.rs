@@ -15,9 +15,8 @@
 //! was most of the server's work. A receipt thus lands a moment after the
 //! acknowledgement (at once when the server is idle).
 
-use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
-use lru::LruCache;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ use super::receipts::DeliveredItem;
 use crate::{
     error::Result,
     rooms::Rooms,
-    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, Watch, prefix},
+    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, WatchedCache, prefix},
 };
 
 /// Events read back per room for the newest event of each other sender.
@@ -53,11 +52,8 @@ pub struct Delivered {
     /// Each acknowledging user's joined rooms, with a watch on their
     /// memberships registered before the read: every acknowledgement walks
     /// them, and they rarely change.
-    joined: parking_lot::Mutex<LruCache<OwnedUserId, JoinedRooms>>,
+    joined: WatchedCache<OwnedUserId, Arc<Vec<OwnedRoomId>>>,
 }
-
-/// A user's joined rooms and the watch on their memberships.
-type JoinedRooms = (Arc<Vec<OwnedRoomId>>, Watch);
 
 /// Users whose joined rooms are kept for acknowledgements.
 const JOINED_CACHE: usize = 10_000;
@@ -70,9 +66,7 @@ impl Delivered {
             queue,
             pending: parking_lot::Mutex::new(Some(pending)),
             acknowledged: Default::default(),
-            joined: parking_lot::Mutex::new(LruCache::new(
-                NonZeroUsize::new(JOINED_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            joined: WatchedCache::new(JOINED_CACHE),
         }
     }
 
@@ -107,26 +101,21 @@ impl Delivered {
         self.enabled
     }
 
-    /// A device of `user` has received everything up to `upto`.
     /// The user's joined rooms, from memory while their memberships have
     /// not changed. A join is seen once its write has woken the watch: the
     /// acknowledgement in between skips the new room, as if it came first.
     fn joined_rooms(&self, rooms: &Rooms, user: &UserId) -> Result<Arc<Vec<OwnedRoomId>>> {
-        if let Some((joined, watch)) = self.joined.lock().get(user)
-            && !watch.has_changed().unwrap_or(true)
-        {
-            return Ok(joined.clone());
-        }
-        let watch = rooms
-            .db()
-            .watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),)));
-        let joined = Arc::new(rooms.joined_rooms(user)?);
-        self.joined
-            .lock()
-            .put(user.to_owned(), (joined.clone(), watch));
-        Ok(joined)
+        self.joined.get_or_read(
+            user,
+            || {
+                let memberships = prefix(&(user.to_owned(),));
+                rooms.db().watch(USERIDROOMID_MEMBERSHIP, memberships)
+            },
+            || Ok(Arc::new(rooms.joined_rooms(user)?)),
+        )
     }
 
+    /// A device of `user` has received everything up to `upto`.
     pub fn acknowledged(&self, rooms: &Rooms, user: &UserId, upto: u64) -> Result<()> {
         if !self.enabled {
             return Ok(());

@@ -6,10 +6,6 @@
 //! A pusher belongs to the device that set it and goes when that device logs
 //! out. Removing a pusher drops what its outbox queue still holds.
 
-use std::num::NonZeroUsize;
-
-use lru::LruCache;
-use parking_lot::Mutex;
 use ruma::{
     DeviceId, OwnedDeviceId, OwnedUserId, UserId,
     api::client::push::{Pusher, PusherKind},
@@ -19,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     outbox::{self, Destination},
-    storage::{APPIDPUSHKEYUSERID_, Batch, Engine, Raw, USERIDAPPIDPUSHKEY_PUSHER, Watch, prefix},
+    storage::{
+        APPIDPUSHKEYUSERID_, Batch, Engine, Raw, USERIDAPPIDPUSHKEY_PUSHER, WatchedCache, prefix,
+    },
     util::now_ms,
 };
 
@@ -66,7 +64,7 @@ pub struct Pushers {
     db: Engine,
     /// Each user's destinations with a watch on their pushers, registered
     /// before the read: every new event asks for every member's.
-    destinations: Mutex<LruCache<OwnedUserId, (Vec<Destination>, Watch)>>,
+    destinations: WatchedCache<OwnedUserId, Vec<Destination>>,
 }
 
 /// Users whose pusher destinations are kept in memory.
@@ -74,10 +72,9 @@ const DESTINATIONS_CACHE: usize = 10_000;
 
 impl Pushers {
     pub fn new(db: Engine) -> Self {
-        let capacity = NonZeroUsize::new(DESTINATIONS_CACHE).unwrap_or(NonZeroUsize::MIN);
         Self {
             db,
-            destinations: Mutex::new(LruCache::new(capacity)),
+            destinations: WatchedCache::new(DESTINATIONS_CACHE),
         }
     }
 
@@ -95,22 +92,19 @@ impl Pushers {
 
     /// The outbox destinations of a user's pushers.
     pub fn destinations(&self, user: &UserId) -> Result<Vec<Destination>> {
-        if let Some((found, watch)) = self.destinations.lock().get(user)
-            && !watch.has_changed().unwrap_or(true)
-        {
-            return Ok(found.clone());
-        }
         let p = prefix(&(user.to_owned(),));
-        let watch = self.db.watch(USERIDAPPIDPUSHKEY_PUSHER, p.clone());
-        let mut found = Vec::new();
-        for row in self.db.iter(USERIDAPPIDPUSHKEY_PUSHER, &p, &p, true) {
-            let ((user, app_id, pushkey), _) = row?;
-            found.push(destination(&user, &app_id, &pushkey));
-        }
-        self.destinations
-            .lock()
-            .put(user.to_owned(), (found.clone(), watch));
-        Ok(found)
+        self.destinations.get_or_read(
+            user,
+            || self.db.watch(USERIDAPPIDPUSHKEY_PUSHER, p.clone()),
+            || {
+                let mut found = Vec::new();
+                for row in self.db.iter(USERIDAPPIDPUSHKEY_PUSHER, &p, &p, true) {
+                    let ((user, app_id, pushkey), _) = row?;
+                    found.push(destination(&user, &app_id, &pushkey));
+                }
+                Ok(found)
+            },
+        )
     }
 
     /// Creates or replaces a pusher (`POST /pushers/set`).

@@ -5,6 +5,7 @@ pub mod codec;
 mod columns;
 mod counter;
 mod watch;
+mod watched_cache;
 
 use std::{marker::PhantomData, path::Path, sync::Arc};
 
@@ -19,6 +20,7 @@ pub use self::{
     columns::*,
     counter::Counter,
     watch::Watch,
+    watched_cache::WatchedCache,
 };
 use crate::error::{Error, Result};
 

@@ -354,3 +354,36 @@ fn published_count_never_runs_ahead_of_wake_ups() {
     check();
     assert_eq!(engine.published_count(), engine.visible_count());
 }
+
+#[test]
+fn a_watched_cache_reads_again_only_after_a_write_to_its_prefix() {
+    let (_dir, engine) = temp_engine();
+    let cache: WatchedCache<String, usize> = WatchedCache::new(8);
+    let reads = std::cell::Cell::new(0);
+    let count_a = || {
+        let p = prefix(&("a".to_owned(),));
+        cache.get_or_read(
+            "a",
+            || engine.watch(T, p.clone()),
+            || {
+                reads.set(reads.get() + 1);
+                Ok(engine.scan_prefix(T, &p)?.len())
+            },
+        )
+    };
+    let put = |key: &str, n: u64| {
+        let mut batch = engine.batch();
+        batch.put(T, &(key.to_owned(), n), &Raw(vec![]));
+        batch.commit().unwrap();
+    };
+    put("a", 1);
+    assert_eq!(count_a().unwrap(), 1);
+    assert_eq!(count_a().unwrap(), 1);
+    assert_eq!(reads.get(), 1, "the second answer came from memory");
+    put("b", 1);
+    assert_eq!(count_a().unwrap(), 1);
+    assert_eq!(reads.get(), 1, "another prefix's write keeps the entry");
+    put("a", 2);
+    assert_eq!(count_a().unwrap(), 2, "a write to the prefix is seen");
+    assert_eq!(reads.get(), 2);
+}
