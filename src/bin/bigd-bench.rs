@@ -126,6 +126,10 @@ enum Scenario {
         /// How long to wait after the last send for receivers to catch up.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         grace: u64,
+        /// Run the socket phase first (the second phase writes into a
+        /// database the first one filled).
+        #[arg(long)]
+        sockets_first: bool,
     },
     /// A group of M members, each with a pusher to a push gateway this tool
     /// runs on loopback; one sender at a fixed rate. Notifications/s and the
@@ -259,7 +263,8 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             rate,
             seconds,
             grace,
-        } => ws::ws_fanout(ctx, n(receivers), rate, seconds, grace).await,
+            sockets_first,
+        } => ws::ws_fanout(ctx, n(receivers), rate, seconds, grace, sockets_first).await,
         Scenario::WsIdle {
             users,
             sockets,

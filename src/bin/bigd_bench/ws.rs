@@ -270,18 +270,33 @@ async fn fanout_over_sockets(
     })
 }
 
-/// `ws-fanout`: the same fanout over `/sync` long-poll, then over sockets.
+/// `ws-fanout`: the same fanout over `/sync` long-poll, then over sockets
+/// (or the other way round).
 pub async fn ws_fanout(
     ctx: &Ctx,
     receivers: usize,
     rate: f64,
     seconds: u64,
     grace: u64,
+    sockets_first: bool,
 ) -> Outcome {
-    eprintln!("phase 1 of 2: /sync long-poll");
-    let polled = fanout(ctx, receivers, rate, seconds, grace).await?;
-    eprintln!("phase 2 of 2: WebSocket");
-    let socketed = fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?;
+    let (polled, socketed) = if sockets_first {
+        eprintln!("phase 1 of 2: WebSocket");
+        let socketed = fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?;
+        eprintln!("phase 2 of 2: /sync long-poll");
+        (
+            fanout(ctx, receivers, rate, seconds, grace).await?,
+            socketed,
+        )
+    } else {
+        eprintln!("phase 1 of 2: /sync long-poll");
+        let polled = fanout(ctx, receivers, rate, seconds, grace).await?;
+        eprintln!("phase 2 of 2: WebSocket");
+        (
+            polled,
+            fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?,
+        )
+    };
     let p50 = |r: &Report| r.results["delivery_latency_ms"]["p50"].as_f64();
     let ratio = match (p50(&polled), p50(&socketed)) {
         (Some(sync), Some(ws)) if ws > 0.0 => Some(round3(sync / ws)),
@@ -290,7 +305,11 @@ pub async fn ws_fanout(
     let mut errors = polled.errors.clone();
     errors.merge(socketed.errors.clone());
     Ok(Report {
-        params: socketed.params.clone(),
+        params: {
+            let mut params = socketed.params.clone();
+            params["sockets_first"] = json!(sockets_first);
+            params
+        },
         results: json!({
             "p50_sync_over_ws": ratio,
             "sync": polled.results,
