@@ -15,9 +15,9 @@
 //! was most of the server's work. A receipt thus lands a moment after the
 //! acknowledgement (at once when the server is idle).
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedUserId, UserId};
 
 use tokio::sync::mpsc;
 
@@ -25,7 +25,7 @@ use super::receipts::DeliveredItem;
 use crate::{
     error::Result,
     rooms::Rooms,
-    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, WatchedCache, prefix},
+    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, prefix},
 };
 
 /// Events read back per room for the newest event of each other sender.
@@ -49,14 +49,7 @@ pub struct Delivered {
     /// after a restart: then the bounded read and the receipts' own
     /// never-backwards check keep the first acknowledgement cheap and right.
     acknowledged: parking_lot::Mutex<HashMap<OwnedUserId, u64>>,
-    /// Each acknowledging user's joined rooms, with a watch on their
-    /// memberships registered before the read: every acknowledgement walks
-    /// them, and they rarely change.
-    joined: WatchedCache<OwnedUserId, Arc<Vec<OwnedRoomId>>>,
 }
-
-/// Users whose joined rooms are kept for acknowledgements.
-const JOINED_CACHE: usize = 10_000;
 
 impl Delivered {
     pub fn new(enabled: bool) -> Self {
@@ -66,7 +59,6 @@ impl Delivered {
             queue,
             pending: parking_lot::Mutex::new(Some(pending)),
             acknowledged: Default::default(),
-            joined: WatchedCache::new(JOINED_CACHE),
         }
     }
 
@@ -101,20 +93,6 @@ impl Delivered {
         self.enabled
     }
 
-    /// The user's joined rooms, from memory while their memberships have
-    /// not changed. A join is seen once its write has woken the watch: the
-    /// acknowledgement in between skips the new room, as if it came first.
-    fn joined_rooms(&self, rooms: &Rooms, user: &UserId) -> Result<Arc<Vec<OwnedRoomId>>> {
-        self.joined.get_or_read(
-            user,
-            || {
-                let memberships = prefix(&(user.to_owned(),));
-                rooms.db().watch(USERIDROOMID_MEMBERSHIP, memberships)
-            },
-            || Ok(Arc::new(rooms.joined_rooms(user)?)),
-        )
-    }
-
     /// A device of `user` has received everything up to `upto`.
     pub fn acknowledged(&self, rooms: &Rooms, user: &UserId, upto: u64) -> Result<()> {
         if !self.enabled {
@@ -130,7 +108,7 @@ impl Delivered {
             acknowledged.insert(user.to_owned(), upto);
             previous.unwrap_or(0)
         };
-        for room in self.joined_rooms(rooms, user)?.iter() {
+        for room in rooms.joined_rooms_cached(user)?.iter() {
             if rooms.newest_count_at_most(room)? <= after {
                 continue;
             }

@@ -44,6 +44,21 @@ impl Rooms {
         Ok(self.membership(room, user)?.as_deref() == Some("join"))
     }
 
+    /// [`Self::joined_rooms`] from memory while the user's memberships have
+    /// not changed. It lags a change between its commit and its wake-up:
+    /// for callers that watch memberships themselves (syncs) or can take a
+    /// change as if it came a moment later (delivered receipts).
+    pub fn joined_rooms_cached(&self, user: &UserId) -> Result<std::sync::Arc<Vec<OwnedRoomId>>> {
+        self.joined.get_or_read(
+            user,
+            || {
+                self.db
+                    .watch(USERIDROOMID_MEMBERSHIP, prefix(&(user.to_owned(),)))
+            },
+            || Ok(std::sync::Arc::new(self.joined_rooms(user)?)),
+        )
+    }
+
     /// Rooms the user is joined to.
     pub fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
         let rows = self

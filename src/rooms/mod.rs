@@ -120,6 +120,8 @@ const PDU_CACHE: usize = 20_000;
 const META_CACHE: usize = 50_000;
 const STATE_CACHE: usize = 2_000;
 const VISIBILITY_CACHE: usize = 20_000;
+/// Users whose joined rooms are kept in memory.
+const JOINED_CACHE: usize = 10_000;
 /// State snapshots whose joined local members are kept.
 const LOCAL_MEMBERS_CACHE: usize = 1_024;
 
@@ -147,6 +149,9 @@ pub struct Rooms {
     /// Joined local members with display names, per state snapshot
     /// (snapshots never change): every new event's push evaluation asks.
     local_members: Mutex<LruCache<u64, LocalMembers>>,
+    /// Users' joined rooms for hot paths that tolerate a moment's lag
+    /// (`joined_rooms_cached`).
+    joined: crate::storage::WatchedCache<ruma::OwnedUserId, Arc<Vec<OwnedRoomId>>>,
     short_rooms: Mutex<HashMap<u64, OwnedRoomId>>,
     /// Per short room id, a count at or above its newest event: noted before
     /// an event's batch commits, so a reader of the visible count never finds
@@ -192,6 +197,7 @@ impl Rooms {
             local_members: Mutex::new(LruCache::new(
                 NonZeroUsize::new(LOCAL_MEMBERS_CACHE).expect("non-zero"),
             )),
+            joined: crate::storage::WatchedCache::new(JOINED_CACHE),
             short_rooms: Mutex::new(HashMap::new()),
             newest: Mutex::new(HashMap::new()),
             alias_lock: Mutex::new(()),
