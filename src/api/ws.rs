@@ -454,16 +454,14 @@ impl Connection {
                         if let Err(e) = s.presence.synced(&identity.user_id, "online") {
                             tracing::warn!(error = %e, "cannot record presence");
                         }
-                        if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
-                            out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                        if signed_out(&s, &identity, &token, &peer.ip, &out) {
                             return;
                         }
                         continue;
                     }
                     _ = device_changed.changed() => {
                         device_changed = watch_device(&s, &identity);
-                        if let Err(e) = still_signed_in(&s, &identity, &token, &peer.ip) {
-                            out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+                        if signed_out(&s, &identity, &token, &peer.ip, &out) {
                             return;
                         }
                         continue;
@@ -539,6 +537,17 @@ fn envelope(id: &Option<Value>, fields: &str, body: &str) -> String {
 fn watch_device(s: &Services, identity: &Identity) -> crate::storage::Watch {
     let key = (identity.user_id.clone(), identity.device_id.clone()).encode();
     s.db.watch(USERIDDEVICEID_DEVICE, key)
+}
+
+/// Closes the socket, saying why, when its token or device is gone.
+fn signed_out(s: &Services, identity: &Identity, token: &str, ip: &str, out: &Outbox) -> bool {
+    match still_signed_in(s, identity, token, ip) {
+        Ok(()) => false,
+        Err(e) => {
+            out.close(CLOSE_POLICY, &format!("M_UNKNOWN_TOKEN: {e}"));
+            true
+        }
+    }
 }
 
 /// The socket's token still works and its device still exists (a logout

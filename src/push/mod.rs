@@ -14,7 +14,7 @@ pub mod pushers;
 pub mod rules;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     num::NonZeroUsize,
     sync::Arc,
 };
@@ -148,28 +148,19 @@ impl Push {
     /// commits: a reader that sees the count visible sees the row here too.
     fn note_staged(&self, user: &UserId, short_room: u64, count: u64, n: &Notify) {
         let mut staged = self.staged.lock();
-        let key = (user.to_owned(), short_room);
-        if staged.get(&key).is_none() {
+        let entry = staged.get_or_insert_mut((user.to_owned(), short_room), || StagedRows {
             // Rows staged before this entry have counts no higher than any
             // handed out so far.
-            let complete_above = self.db.reserved_count();
-            staged.put(
-                key.clone(),
-                StagedRows {
-                    complete_above,
-                    rows: Vec::new(),
-                },
-            );
-        }
-        let Some(entry) = staged.get_mut(&key) else {
-            return;
-        };
-        if entry.rows.len() == MAX_STAGED_ROWS {
-            let (dropped, _, _) = entry.rows.remove(0);
+            complete_above: self.db.reserved_count(),
+            rows: VecDeque::new(),
+        });
+        if entry.rows.len() == MAX_STAGED_ROWS
+            && let Some((dropped, _, _)) = entry.rows.pop_front()
+        {
             entry.complete_above = entry.complete_above.max(dropped);
         }
         let thread = n.thread.as_ref().map(ToString::to_string);
-        entry.rows.push((count, n.highlight, thread));
+        entry.rows.push_back((count, n.highlight, thread));
     }
 
     /// Adds the rows in (after, upto] to `counts` from memory and forgets
@@ -517,7 +508,7 @@ struct CachedCounts {
 struct StagedRows {
     complete_above: u64,
     /// (count, highlight, thread root), ascending by when they were staged.
-    rows: Vec<(u64, bool, Option<String>)>,
+    rows: VecDeque<(u64, bool, Option<String>)>,
 }
 
 /// Counts one notification row.

@@ -79,14 +79,15 @@ impl Live {
         let Some(mut watches) = self.watches.take() else {
             return self.full_frame();
         };
-        let mut changed = watches.renew_fired(&self.s, &self.who);
+        let mut changed = Changed::default();
+        watches.renew_fired(&self.s, &self.who, &mut changed);
         if changed.needs_full_build() {
             return self.full_frame();
         }
         let upto = self.s.db.published_count();
         // Unrenewed watches that fired meanwhile: their news may be in range
         // (they stay fired, so the next frame looks again).
-        changed.merge(watches.fired());
+        watches.mark_fired(&mut changed);
         if changed.needs_full_build() {
             return self.full_frame();
         }
@@ -170,7 +171,7 @@ impl Live {
     /// the last frame, so the room is neither new nor left.
     fn room(&self, room: &RoomId, what: RoomChanged, after: u64, upto: u64) -> Result<Scoped> {
         let (s, who, filter) = (&*self.s, &self.who, &self.req.filter);
-        let ephemeral = if what.typing || what.receipts {
+        let ephemeral = if what.ephemeral {
             ephemeral_events(s, who, room, after, upto)?
         } else {
             Vec::new()

@@ -60,9 +60,8 @@ pub struct Changed {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RoomChanged {
     pub timeline: bool,
-    pub typing: bool,
-    /// Read receipts, or delivered receipts on the user's messages.
-    pub receipts: bool,
+    /// Typing, read receipts, or delivered receipts on the user's messages.
+    pub ephemeral: bool,
 }
 
 impl Changed {
@@ -70,21 +69,6 @@ impl Changed {
     /// data): only a full build handles it.
     pub fn needs_full_build(&self) -> bool {
         self.memberships || self.account_data
-    }
-
-    pub fn merge(&mut self, other: Changed) {
-        self.memberships |= other.memberships;
-        self.account_data |= other.account_data;
-        self.to_device |= other.to_device;
-        self.presence |= other.presence;
-        self.key_changes |= other.key_changes;
-        self.own_keys |= other.own_keys;
-        for (room, what) in other.rooms {
-            let mine = self.rooms.entry(room).or_default();
-            mine.timeline |= what.timeline;
-            mine.typing |= what.typing;
-            mine.receipts |= what.receipts;
-        }
     }
 
     fn mark(&mut self, part: &Part) {
@@ -99,8 +83,9 @@ impl Changed {
                 let room = self.rooms.entry(room.clone()).or_default();
                 match kind {
                     RoomPart::Timeline => room.timeline = true,
-                    RoomPart::Typing => room.typing = true,
-                    RoomPart::Receipts | RoomPart::Delivered => room.receipts = true,
+                    RoomPart::Typing | RoomPart::Receipts | RoomPart::Delivered => {
+                        room.ephemeral = true;
+                    }
                 }
             }
         }
@@ -151,8 +136,8 @@ impl Watches {
             add(Part::OneTimeKeys);
             add(Part::FallbackKeys);
         }
-        for room in s.rooms.joined_rooms(&who.user_id)? {
-            if let Some(meta) = s.rooms.meta(&room)? {
+        for room in s.rooms.joined_rooms_cached(&who.user_id)?.iter() {
+            if let Some(meta) = s.rooms.meta(room)? {
                 for kind in [
                     RoomPart::Timeline,
                     RoomPart::Typing,
@@ -178,25 +163,21 @@ impl Watches {
         }
     }
 
-    /// The parts whose watches have fired so far.
-    pub fn fired(&self) -> Changed {
-        let mut changed = Changed::default();
+    /// Marks in `changed` the parts whose watches have fired so far.
+    pub fn mark_fired(&self, changed: &mut Changed) {
         for watched in self.list.iter().filter(|w| w.has_fired()) {
             changed.mark(&watched.part);
         }
-        changed
     }
 
     /// Replaces each fired watch by a fresh one, registered now: it fires on
-    /// writes after this call. Unfired watches stay as they are. Returns the
-    /// parts renewed.
-    pub fn renew_fired(&mut self, s: &Services, who: &Identity) -> Changed {
-        let mut renewed = Changed::default();
+    /// writes after this call. Unfired watches stay as they are. The parts
+    /// renewed are marked in `changed`.
+    pub fn renew_fired(&mut self, s: &Services, who: &Identity, changed: &mut Changed) {
         for watched in self.list.iter_mut().filter(|w| w.has_fired()) {
             watched.watch = watch(s, who, &watched.part, &self.bell);
-            renewed.mark(&watched.part);
+            changed.mark(&watched.part);
         }
-        renewed
     }
 }
 
