@@ -260,42 +260,18 @@ async fn concurrent_dialog_calls_make_one_room() {
 async fn dialogs_refuse_self_and_unknown_users() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
-    assert_error(
-        &s.post(
-            &format!("{DIALOGS}/{}", alice.user_id),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await,
-        400,
-        "M_INVALID_PARAM",
-    );
-    assert_error(
-        &s.post(
-            &format!("{DIALOGS}/@nobody:localhost"),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await,
-        404,
-        "M_NOT_FOUND",
-    );
-    assert_error(
-        &s.post(
-            &format!("{DIALOGS}/not-a-user"),
-            Some(&alice.token),
-            json!({}),
-        )
-        .await,
-        400,
-        "M_INVALID_PARAM",
-    );
-    assert_error(
-        &s.post(&format!("{DIALOGS}/@bob:localhost"), None, json!({}))
-            .await,
-        401,
-        "M_MISSING_TOKEN",
-    );
+    let token = Some(alice.token.as_str());
+    for (target, token, status, errcode) in [
+        (alice.user_id.as_str(), token, 400, "M_INVALID_PARAM"),
+        ("@nobody:localhost", token, 404, "M_NOT_FOUND"),
+        ("not-a-user", token, 400, "M_INVALID_PARAM"),
+        ("@bob:localhost", None, 401, "M_MISSING_TOKEN"),
+    ] {
+        let got = s
+            .post(&format!("{DIALOGS}/{target}"), token, json!({}))
+            .await;
+        assert_error(&got, status, errcode);
+    }
 }
 
 const LAST_SEEN: &str = "/_matrix/client/unstable/ai.iambig/last_seen";
