@@ -158,6 +158,19 @@ impl Client {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<(T, usize), ReqError> {
+        let (value, size, _) = self.call_timed(method, path, body, timeout).await?;
+        Ok((value, size))
+    }
+
+    /// `call`, also giving when the whole response had arrived (microseconds
+    /// since the epoch), before it was parsed.
+    async fn call_timed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(T, usize, u64), ReqError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let mut req = self
             .http
@@ -178,6 +191,7 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| ReqError::transport(&what, &e))?;
+        let arrived = super::scenarios::epoch_micros();
         if !status.is_success() {
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
             let errcode = body
@@ -205,7 +219,7 @@ impl Client {
             status: Some(status.as_u16()),
             body: None,
         })?;
-        Ok((value, bytes.len()))
+        Ok((value, bytes.len(), arrived))
     }
 
     /// Registers `username` with one user-interactive auth stage: the registration
@@ -359,6 +373,17 @@ impl Client {
         timeout_ms: u64,
         filter: Option<&str>,
     ) -> Result<(SyncResponse, usize), ReqError> {
+        let (resp, size, _) = self.sync_timed(since, timeout_ms, filter).await?;
+        Ok((resp, size))
+    }
+
+    /// `sync`, also giving when the response had arrived, before parsing.
+    pub async fn sync_timed(
+        &self,
+        since: Option<&str>,
+        timeout_ms: u64,
+        filter: Option<&str>,
+    ) -> Result<(SyncResponse, usize, u64), ReqError> {
         let mut path = format!("{API}/sync?timeout={timeout_ms}");
         if let Some(since) = since {
             path.push_str("&since=");
@@ -369,7 +394,7 @@ impl Client {
             path.push_str(&encode(filter));
         }
         let timeout = Duration::from_millis(timeout_ms) + Duration::from_secs(10);
-        self.call(Method::GET, &path, None, timeout).await
+        self.call_timed(Method::GET, &path, None, timeout).await
     }
 }
 

@@ -541,12 +541,12 @@ async fn receive(
         let resp = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = client.sync(Some(&since), 30_000, Some(FANOUT_FILTER)) => r,
+            r = client.sync_timed(Some(&since), 30_000, Some(FANOUT_FILTER)) => r,
         };
         got.requests += 1;
         match resp {
-            Ok((resp, _)) => {
-                let new = got.take(&resp, &room, &run, epoch_micros());
+            Ok((resp, _, arrived)) => {
+                let new = got.take(&resp, &room, &run, arrived);
                 total.fetch_add(new, Ordering::Relaxed);
                 since = resp.next_batch;
             }

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes, client::IntoClientRequest};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::client::{Client, ReqError, SyncResponse};
@@ -61,12 +61,15 @@ async fn send_frame(socket: &mut Socket, frame: Value) -> Result<(), ReqError> {
 
 /// The next JSON text frame (reading also answers the server's pings).
 async fn next_json(socket: &mut Socket) -> Result<Value, ReqError> {
+    let text = next_text(socket).await?;
+    serde_json::from_str(text.as_str()).map_err(|e| ws_error("parsing a frame", e))
+}
+
+/// The next text frame, unparsed.
+async fn next_text(socket: &mut Socket) -> Result<Utf8Bytes, ReqError> {
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str())
-                    .map_err(|e| ws_error("parsing a frame", e));
-            }
+            Some(Ok(Message::Text(text))) => return Ok(text),
             Some(Ok(Message::Close(close))) => {
                 return Err(ws_error(
                     "the server closed the socket",
@@ -103,7 +106,15 @@ async fn subscribe(socket: &mut Socket, filter: &str) -> Result<String, ReqError
     }
 }
 
-/// One receiver socket until `stop`: takes the run's messages and acks each frame.
+/// What a receiver reads of a server frame: sync frames' bodies, typed.
+#[derive(serde::Deserialize)]
+struct ServerFrame {
+    op: Option<String>,
+    body: Option<SyncResponse>,
+}
+
+/// One receiver socket until `stop`: takes the run's messages and acks each
+/// frame. A frame's time of arrival is taken before it is parsed, as over `/sync`.
 async fn receive(
     mut socket: Socket,
     room: String,
@@ -113,31 +124,38 @@ async fn receive(
 ) -> Received {
     let mut got = Received::default();
     while !*stop.borrow() {
-        let frame = tokio::select! {
+        let text = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            f = next_json(&mut socket) => f,
+            f = next_text(&mut socket) => f,
         };
-        let frame = match frame {
-            Ok(frame) if frame["op"] == "sync" => frame,
-            Ok(_) => continue,
+        let text = match text {
+            Ok(text) => text,
             Err(e) => {
                 got.errors.add(&e);
                 break;
             }
         };
+        let arrived = epoch_micros();
+        let frame = match serde_json::from_str::<ServerFrame>(text.as_str()) {
+            Ok(frame) if frame.op.as_deref() == Some("sync") => frame,
+            Ok(_) => continue,
+            Err(e) => {
+                got.errors.add(&ws_error("parsing a frame", e));
+                continue;
+            }
+        };
         got.requests += 1;
-        let now = epoch_micros();
-        match serde_json::from_value::<SyncResponse>(frame["body"].clone()) {
-            Ok(resp) => {
-                total.fetch_add(got.take(&resp, &room, &run, now), Ordering::Relaxed);
+        match frame.body {
+            Some(resp) => {
+                total.fetch_add(got.take(&resp, &room, &run, arrived), Ordering::Relaxed);
                 let ack = json!({ "op": "ack", "next_batch": resp.next_batch });
                 if let Err(e) = send_frame(&mut socket, ack).await {
                     got.errors.add(&e);
                     break;
                 }
             }
-            Err(e) => got.errors.add(&ws_error("parsing a sync frame", e)),
+            None => got.errors.add(&ws_error("parsing a sync frame", "no body")),
         }
     }
     let _ = socket.close(None).await;
