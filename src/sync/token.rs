@@ -6,11 +6,13 @@ use ruma::UserId;
 
 use crate::{
     error::{Error, Result},
-    util::sha256_hex,
+    util::hex,
 };
 
+/// The first 8 hex digits of SHA-256 over `<user>:<count>`.
 fn tag(user: &UserId, count: u64) -> String {
-    sha256_hex(format!("{user}:{count}").as_bytes())[..8].to_owned()
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{user}:{count}").as_bytes());
+    hex(&digest.as_ref()[..4])
 }
 
 pub fn encode(user: &UserId, count: u64) -> String {
