@@ -50,6 +50,10 @@ const CLOSE_AWAY: u16 = 1001;
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 4096;
+/// How long an acknowledgement waits before it is applied. Frames due in
+/// the meantime (a message fans out to every member's socket at once) go out
+/// first, and a later ack replaces one still waiting.
+const ACK_DELAY: Duration = Duration::from_millis(5);
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(PATH, get(upgrade))
@@ -200,6 +204,8 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
         peer,
         out: out.clone(),
         requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+        last_frame: Arc::default(),
+        pending_ack: parking_lot::Mutex::new(None),
     };
 
     let mut ping = tokio::time::interval(Duration::from_millis(config.ping_interval_ms));
@@ -207,6 +213,7 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
     let mut silent_ticks = 0u32;
     let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
     let mut stopping = s.stopping.subscribe();
+    let mut ack_due = None;
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -218,6 +225,13 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
+                if ack_due.is_none() && connection.pending_ack.lock().is_some() {
+                    ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+                }
+            }
+            () = sleep_until_some(ack_due), if ack_due.is_some() => {
+                ack_due = None;
+                connection.apply_ack();
             }
             _ = ping.tick() => {
                 silent_ticks += 1;
@@ -243,6 +257,8 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
     if let Some(task) = subscription {
         task.abort();
     }
+    // What the client acknowledged counts, however the socket ended.
+    connection.apply_ack();
     drop(connection);
     if out.kill.borrow().is_none() {
         out.close(CLOSE_AWAY, "Closing");
@@ -318,6 +334,19 @@ struct Connection {
     peer: Peer,
     out: Outbox,
     requests: Arc<Semaphore>,
+    /// The `next_batch` of the last sync frame sent and its position: the
+    /// token an ack usually carries, known valid without decoding it.
+    last_frame: Arc<parking_lot::Mutex<Option<(String, u64)>>>,
+    /// The highest acknowledged position not applied yet (see `ACK_DELAY`).
+    pending_ack: parking_lot::Mutex<Option<u64>>,
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -438,6 +467,7 @@ impl Connection {
             self.out.clone(),
             frame.id,
         );
+        let last_frame = self.last_frame.clone();
         Some(tokio::spawn(async move {
             let mut stopping = s.stopping.subscribe();
             // Presence hears of the subscription, and the token is checked
@@ -471,7 +501,13 @@ impl Connection {
                 match live.next_frame() {
                     // The response's events are raw JSON: written as they are.
                     Ok(Some(response)) => match serde_json::to_string(&response) {
-                        Ok(body) => out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body)),
+                        Ok(body) => {
+                            if let Some(position) = live.position() {
+                                *last_frame.lock() =
+                                    Some((response.next_batch().to_owned(), position));
+                            }
+                            out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body));
+                        }
                         Err(e) => tracing::error!(error = %e, "cannot serialise a sync frame"),
                     },
                     Ok(None) => {}
@@ -497,12 +533,34 @@ impl Connection {
         Some(SyncFilter::from_definition(&definition))
     }
 
+    /// Checks an ack's token at once; its effects wait for `apply_ack`.
     fn ack(&self, frame: ClientFrame) {
         let Some(token) = frame.next_batch else {
             return self.send_error(frame.id, "An ack needs \"next_batch\"");
         };
-        if let Err(e) = crate::sync::acknowledge(&self.s, &self.identity, &token) {
-            self.send_error(frame.id, &e.to_string());
+        let known = match &*self.last_frame.lock() {
+            Some((sent, position)) if *sent == token => Some(*position),
+            _ => None,
+        };
+        let position = match known {
+            Some(position) => position,
+            None => match crate::sync::token::decode(&self.identity.user_id, &token) {
+                Ok(position) => position,
+                Err(e) => return self.send_error(frame.id, &e.to_string()),
+            },
+        };
+        let mut pending = self.pending_ack.lock();
+        *pending = Some(pending.map_or(position, |p| p.max(position)));
+    }
+
+    /// Applies the waiting acknowledgement: to-device deletion and delivered
+    /// receipts, as the next `since` does over HTTP.
+    fn apply_ack(&self) {
+        let Some(position) = self.pending_ack.lock().take() else {
+            return;
+        };
+        if let Err(e) = crate::sync::acknowledge(&self.s, &self.identity, position) {
+            self.send_error(None, &e.to_string());
         }
     }
 }

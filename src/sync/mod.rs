@@ -48,14 +48,14 @@ pub struct SyncRequest {
     pub since_acknowledges: bool,
 }
 
-/// What the device confirms having received up to a token (`ack` frames on the
-/// WebSocket; the next `since` over HTTP).
-pub fn acknowledge(s: &Services, who: &Identity, token: &str) -> Result<u64> {
-    let count = token::decode(&who.user_id, token)?;
+/// The device confirms having received everything up to `count` (an `ack`
+/// frame on the WebSocket; the next `since` over HTTP): its to-device
+/// messages up to there can go, and delivered receipts follow.
+pub fn acknowledge(s: &Services, who: &Identity, count: u64) -> Result<()> {
     s.to_device
         .acknowledge(&who.user_id, &who.device_id, count)?;
     delivered(s, who, count);
-    Ok(count)
+    Ok(())
 }
 
 /// The user has received everything up to `count`: delivered receipts. A
@@ -75,10 +75,7 @@ pub async fn sync(s: &Services, who: &Identity, req: SyncRequest) -> Result<Sync
         .transpose()?;
     s.presence.synced(&who.user_id, &req.set_presence)?;
     if let Some(acknowledged) = since.filter(|_| req.since_acknowledges) {
-        // The device has what the token covers: its to-device messages can go.
-        s.to_device
-            .acknowledge(&who.user_id, &who.device_id, acknowledged)?;
-        delivered(s, who, acknowledged);
+        acknowledge(s, who, acknowledged)?;
     }
     let deadline = tokio::time::Instant::now() + req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let mut stopping = s.stopping.subscribe();

@@ -695,3 +695,54 @@ async fn live_frames_miss_and_repeat_nothing_while_every_kind_of_change_races() 
         .collect();
     assert_eq!(got.event_ids, http_ids);
 }
+
+/// To-device messages in a fresh subscription's initial frame.
+async fn initial_to_device(s: &TestServer, who: &Session) -> Vec<Value> {
+    let mut socket = connect(s, who).await;
+    send(&mut socket, json!({ "id": "s", "op": "sync" })).await;
+    let body = next_sync(&mut socket).await;
+    body["to_device"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_ack_sent_just_before_closing_still_deletes_to_device_messages() {
+    let (s, alice, bob, _room) = alice_and_bob_in_a_public_room().await;
+    let mut socket = connect(&s, &bob).await;
+    send(&mut socket, json!({ "id": "s", "op": "sync" })).await;
+    next_sync(&mut socket).await;
+    let body = json!({ "messages": { &bob.user_id: { &bob.device_id: { "n": 1 } } } });
+    let path = "/_matrix/client/v3/sendToDevice/org.example.ping/close1";
+    assert_eq!(s.put(path, Some(&alice.token), body).await.0, 200);
+    let frame = loop {
+        let frame = next_sync(&mut socket).await;
+        if frame["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+        {
+            break frame;
+        }
+    };
+    // Until acknowledged, a new subscription gets the message again.
+    assert_eq!(initial_to_device(&s, &bob).await.len(), 1);
+
+    // Acks are applied a moment later; closing right away must not lose one.
+    // The ack and the close go out in one write.
+    let ack = json!({ "op": "ack", "next_batch": frame["next_batch"] });
+    socket
+        .feed(Message::Text(ack.to_string().into()))
+        .await
+        .unwrap();
+    socket.close(None).await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = initial_to_device(&s, &bob).await;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "acknowledged yet still queued: {left:?}");
+}
