@@ -135,6 +135,7 @@ impl Services {
     /// and hourly the pruning of old notifications and media retention.
     fn start_background(self: &Arc<Self>) -> Result<()> {
         self.delivered.start_writer(Arc::downgrade(self));
+        self.push.start_log_writer()?;
         let gateway = Arc::new(push::gateway::Gateway::new(self)?);
         self.outbox.start(outbox::Kind::Pusher, gateway)?;
         let weak = Arc::downgrade(self);

@@ -3,11 +3,20 @@
 //!
 //! When an event is written, every joined local member but the sender gets the
 //! event evaluated against their push rules (ruma's engine; `rules`). A
-//! notifying event is recorded for that user in the event's own batch: a row
-//! counted until a read receipt passes it, a row in the user's notification
-//! log (`GET /notifications`), and an outbox item for each of the user's
-//! pushers (`pushers`), which `gateway` delivers. A read receipt deletes what
-//! it covers, so the counts are what is left, and queues a badge update.
+//! notifying event is recorded for that user: a row counted until a read
+//! receipt passes it, a row in the user's notification log (`GET
+//! /notifications`), and an outbox item for each of the user's pushers
+//! (`pushers`), which `gateway` delivers. A read receipt deletes what it
+//! covers, so the counts are what is left, and queues a badge update.
+//!
+//! The outbox items go into the event's own batch. The unread rows and log
+//! entries of all its users go into it as one pending row (`PendingLog`),
+//! which a writer task spreads into per-user rows a moment later: in a group,
+//! two rows per member were most of the cost of writing a message, paid
+//! before anyone could receive it. Every reader of those rows spreads what
+//! is pending first (cheap when nothing is), a start after a crash spreads
+//! what was left, and the unread counts of new events come from memory
+//! (`note_staged`) meanwhile.
 
 pub mod gateway;
 pub mod pushers;
@@ -16,7 +25,10 @@ pub mod rules;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     num::NonZeroUsize,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use lru::LruCache;
@@ -36,8 +48,8 @@ use crate::{
     outbox::{Destination, Outbox},
     rooms::{Pdu, Rooms},
     storage::{
-        Batch, Engine, Key, Raw as Bytes, USERIDCOUNT_PUSHLOG, USERIDSHORTROOMIDCOUNT_NOTIFY,
-        prefix,
+        Batch, COUNT_PENDINGLOG, Engine, Key, Raw as Bytes, USERIDCOUNT_PUSHLOG,
+        USERIDSHORTROOMIDCOUNT_NOTIFY, prefix,
     },
     users::Users,
     util::now_ms,
@@ -55,8 +67,9 @@ pub struct Notify {
     pub highlight: bool,
     /// The thread root, for events in a thread.
     pub thread: Option<OwnedEventId>,
-    /// What the user's rules said to do.
-    pub actions: Vec<Action>,
+    /// What the user's rules said to do (shared by users who got the same
+    /// evaluation).
+    pub actions: Arc<Vec<Action>>,
     /// The user's pushers to send it to.
     pub pushers: Vec<Destination>,
     /// Counted as unread in the room (false for an invite: the invitee is
@@ -82,6 +95,67 @@ pub enum PushItem {
     },
     /// The unread counts changed by reading: the badge is updated.
     Badge,
+}
+
+/// How long the log writer gathers events before spreading their entries,
+/// so that a burst is written in one batch.
+const LOG_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One event's rows for its notified users, until spread: their unread rows
+/// and their log entries.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingLog {
+    room_id: OwnedRoomId,
+    short_room: u64,
+    event_id: OwnedEventId,
+    /// The event's thread root, for events in a thread.
+    thread: Option<OwnedEventId>,
+    ts: u64,
+    /// The distinct action lists: in a group most users share one.
+    actions: Vec<Vec<Action>>,
+    /// (user, index into `actions`, counted).
+    users: Vec<(OwnedUserId, usize, bool)>,
+}
+
+/// One event's unread rows and log entries, from its pending row.
+fn stage_spread(batch: &mut Batch, count: u64, pending: PendingLog) -> Result<()> {
+    // The unread row is the same for every user but for `highlight`.
+    let mut records: [Option<Vec<u8>>; 2] = [None, None];
+    for (user, actions, counted) in pending.users {
+        let actions = pending.actions.get(actions).cloned().unwrap_or_default();
+        if counted {
+            let highlight = actions.iter().any(|a| a.is_highlight());
+            let record = match &mut records[usize::from(highlight)] {
+                Some(record) => record.clone(),
+                slot => slot
+                    .insert(serde_json::to_vec(&json!({
+                        "event_id": pending.event_id,
+                        "highlight": highlight,
+                        "thread": pending.thread,
+                    }))?)
+                    .clone(),
+            };
+            batch.put(
+                USERIDSHORTROOMIDCOUNT_NOTIFY,
+                &(user.clone(), pending.short_room, count),
+                &Bytes(record),
+            );
+        }
+        let logged = LoggedNotification {
+            room_id: pending.room_id.clone(),
+            short_room: pending.short_room,
+            event_id: pending.event_id.clone(),
+            actions,
+            ts: pending.ts,
+            counted,
+        };
+        batch.put(
+            USERIDCOUNT_PUSHLOG,
+            &(user, count),
+            &Bytes(serde_json::to_vec(&logged)?),
+        );
+    }
+    Ok(())
 }
 
 /// One entry of a user's notification log.
@@ -128,6 +202,12 @@ pub struct Push {
     /// Per (user, room), the counted notification rows staged recently, so
     /// that counting adds them from memory instead of reading them back.
     staged: Mutex<LruCache<(OwnedUserId, u64), StagedRows>>,
+    /// Rung when an event's log entries are pending (see the module notes).
+    log_bell: tokio::sync::watch::Sender<()>,
+    /// Held while spreading, so that two spreads do not interleave.
+    spreading: Mutex<()>,
+    /// Every pending row below this count has been spread.
+    spread_from: AtomicU64,
 }
 
 impl Push {
@@ -141,7 +221,58 @@ impl Push {
             staged: Mutex::new(LruCache::new(
                 NonZeroUsize::new(COUNTS_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
+            log_bell: tokio::sync::watch::channel(()).0,
+            spreading: Mutex::new(()),
+            spread_from: AtomicU64::new(0),
         }
+    }
+
+    /// Spreads what a previous run left pending, then starts the task that
+    /// spreads new entries. It ends with the server.
+    pub fn start_log_writer(self: &Arc<Self>) -> Result<()> {
+        self.spread_log()?;
+        let mut bell = self.log_bell.subscribe();
+        let push = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while bell.changed().await.is_ok() {
+                tokio::time::sleep(LOG_GATHER).await;
+                let Some(push) = push.upgrade() else { return };
+                if let Err(e) = push.spread_log() {
+                    tracing::warn!(error = %e, "cannot write notification logs");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Writes the pending rows into the users' unread rows and logs. Cheap
+    /// when nothing is pending: readers call it before reading either.
+    pub fn spread_log(&self) -> Result<()> {
+        // Every marker up to the visible count is committed; all below
+        // `spread_from` were spread before.
+        if self.db.visible_count() < self.spread_from.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _spreading = self.spreading.lock();
+        let upto = self.db.visible_count();
+        let from = self.spread_from.load(Ordering::Acquire);
+        let mut batch = self.db.batch();
+        for row in self.db.iter(COUNT_PENDINGLOG, &[], &from.encode(), true) {
+            let (count, Bytes(bytes)) = row?;
+            if count > upto {
+                break;
+            }
+            batch.delete(COUNT_PENDINGLOG, &count);
+            match serde_json::from_slice::<PendingLog>(&bytes) {
+                Ok(pending) => stage_spread(&mut batch, count, pending)?,
+                Err(e) => tracing::warn!(error = %e, count, "dropping an unreadable pending log"),
+            }
+        }
+        if !batch.is_empty() {
+            batch.commit()?;
+        }
+        self.spread_from.store(upto + 1, Ordering::Release);
+        Ok(())
     }
 
     /// Records a counted row staged for `user` at `count`, before its batch
@@ -218,7 +349,7 @@ impl Push {
         let mut notify = Vec::new();
         // Actions per rules shape, for members the event does not mention: in
         // a group most members share one evaluation.
-        let mut shared: HashMap<RulesShape, Vec<Action>> = HashMap::new();
+        let mut shared: HashMap<RulesShape, Arc<Vec<Action>>> = HashMap::new();
         for (user, display_name) in members {
             if user == pdu.sender() {
                 continue;
@@ -238,7 +369,7 @@ impl Push {
                         display_name.to_owned(),
                     )
                     .with_power_levels(power_levels.clone());
-                    let actions = first_match(&rules.set, &flat, &ctx).await;
+                    let actions = Arc::new(first_match(&rules.set, &flat, &ctx).await);
                     if !mentioned {
                         shared.insert(rules.shape, actions.clone());
                     }
@@ -278,40 +409,30 @@ impl Push {
         event: &OwnedEventId,
         notify: &[Notify],
     ) -> Result<()> {
-        let ts = now_ms();
-        // The unread row is the same for every member but for `highlight`.
-        let mut records: [Option<Vec<u8>>; 2] = [None, None];
+        let mut log = PendingLog {
+            room_id: room.to_owned(),
+            short_room,
+            event_id: event.clone(),
+            thread: notify.first().and_then(|n| n.thread.clone()),
+            ts: now_ms(),
+            actions: Vec::new(),
+            users: Vec::with_capacity(notify.len()),
+        };
+        // Users given the same evaluation share one `Arc` of actions.
+        let mut distinct: Vec<&Arc<Vec<Action>>> = Vec::new();
         for n in notify {
             if n.counted {
-                let record = match &mut records[usize::from(n.highlight)] {
-                    Some(record) => record.clone(),
-                    slot => {
-                        let record = serde_json::to_vec(
-                            &json!({ "event_id": event, "highlight": n.highlight, "thread": n.thread }),
-                        )?;
-                        slot.insert(record).clone()
-                    }
-                };
-                batch.put(
-                    USERIDSHORTROOMIDCOUNT_NOTIFY,
-                    &(n.user.clone(), short_room, count),
-                    &Bytes(record),
-                );
                 self.note_staged(&n.user, short_room, count, n);
             }
-            let logged = LoggedNotification {
-                room_id: room.to_owned(),
-                short_room,
-                event_id: event.clone(),
-                actions: n.actions.clone(),
-                ts,
-                counted: n.counted,
+            let actions = match distinct.iter().position(|a| Arc::ptr_eq(a, &n.actions)) {
+                Some(i) => i,
+                None => {
+                    distinct.push(&n.actions);
+                    log.actions.push(n.actions.to_vec());
+                    log.actions.len() - 1
+                }
             };
-            batch.put(
-                USERIDCOUNT_PUSHLOG,
-                &(n.user.clone(), count),
-                &Bytes(serde_json::to_vec(&logged)?),
-            );
+            log.users.push((n.user.clone(), actions, n.counted));
             if n.pushers.is_empty() {
                 continue;
             }
@@ -320,12 +441,18 @@ impl Push {
                 room_id: room.to_owned(),
                 short_room,
                 count,
-                actions: n.actions.clone(),
+                actions: n.actions.to_vec(),
                 counted: n.counted,
             };
             for to in &n.pushers {
                 self.outbox.stage(batch, to, &item)?;
             }
+        }
+        if !log.users.is_empty() {
+            batch.put(COUNT_PENDINGLOG, &count, &Bytes(serde_json::to_vec(&log)?));
+            // The writer waits a moment before it looks, by when this batch
+            // has committed; a batch slower than that waits for the next ring.
+            self.log_bell.send_replace(());
         }
         Ok(())
     }
@@ -357,6 +484,7 @@ impl Push {
             })?,
             None => u64::MAX,
         };
+        self.spread_log()?;
         let p = prefix(&(user.to_owned(),));
         // Backward iteration starts below `start`.
         let start = (user.to_owned(), before).encode();
@@ -415,6 +543,7 @@ impl Push {
     /// Deletes notification log entries older than `retention_ms`.
     pub fn prune_log(&self, retention_ms: u64) -> Result<usize> {
         let cutoff = now_ms().saturating_sub(retention_ms);
+        self.spread_log()?;
         let mut batch = self.db.batch();
         let mut pruned = 0;
         for row in self.db.iter(USERIDCOUNT_PUSHLOG, &[], &[], true) {
@@ -569,6 +698,8 @@ impl Notifications {
         upto: u64,
         thread: Option<&str>,
     ) -> Result<()> {
+        // Rows still pending would come back unread after the deletion.
+        self.push.spread_log()?;
         let room_prefix = prefix(&(user.to_owned(), short_room));
         // Held across the commit so that no count is cached from before it.
         let mut cache = self.cache.lock();
@@ -636,6 +767,7 @@ impl Notifications {
         upto: u64,
         counts: &mut UnreadCounts,
     ) -> Result<()> {
+        self.push.spread_log()?;
         let room_prefix = prefix(&(user.to_owned(), short_room));
         let start = (user.to_owned(), short_room, after.saturating_add(1)).encode();
         for row in self
@@ -676,9 +808,121 @@ impl Notifications {
 
     /// Whether the user's notification for the event at `count` is still unread.
     pub fn is_unread(&self, user: &UserId, short_room: u64, count: u64) -> Result<bool> {
+        self.push.spread_log()?;
         self.db.contains(
             USERIDSHORTROOMIDCOUNT_NOTIFY,
             &(user.to_owned(), short_room, count),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::{Notifications, Push};
+    use crate::{
+        rooms::{
+            EventDraft,
+            test_support::{Fixture, fixture, user},
+        },
+        storage::{COUNT_PENDINGLOG, USERIDCOUNT_PUSHLOG, USERIDSHORTROOMIDCOUNT_NOTIFY},
+    };
+
+    /// A server starting on `f`'s database: nothing in memory, no writer.
+    fn restarted(f: &Fixture) -> (Arc<Push>, Notifications) {
+        let db = f.rooms.db().clone();
+        let push = Arc::new(Push::new(
+            db.clone(),
+            crate::users::Users::new(db.clone(), "localhost".try_into().unwrap()),
+            crate::outbox::Outbox::new(db.clone(), Default::default()),
+            true,
+        ));
+        (push.clone(), Notifications::new(db, push))
+    }
+
+    async fn say(f: &Fixture, body: &str) -> ruma::OwnedEventId {
+        let draft = EventDraft::new(
+            "m.room.message",
+            json!({ "body": body, "msgtype": "m.text" }),
+        );
+        f.rooms
+            .append(&f.room, &user("alice"), draft)
+            .await
+            .unwrap()
+    }
+
+    fn pending(f: &Fixture) -> usize {
+        f.rooms.db().iter(COUNT_PENDINGLOG, &[], &[], true).count()
+    }
+
+    #[tokio::test]
+    async fn pending_rows_are_read_at_once_and_spread_after_a_crash() {
+        let f = fixture(ruma::RoomVersionId::V11).await;
+        let short_room = f.rooms.require_meta(&f.room).unwrap().short;
+        let first = say(&f, "hi").await;
+        // No writer runs here, as after a crash right after the send: the
+        // rows are pending, none is spread.
+        assert_eq!(pending(&f), 1);
+        let db = f.rooms.db();
+        assert_eq!(db.iter(USERIDCOUNT_PUSHLOG, &[], &[], true).count(), 0);
+        assert_eq!(
+            db.iter(USERIDSHORTROOMIDCOUNT_NOTIFY, &[], &[], true)
+                .count(),
+            0
+        );
+
+        // Counted from storage (the new server has nothing in memory).
+        let (push, notifications) = restarted(&f);
+        let counts = notifications.counts(&user("bob"), short_room).unwrap();
+        assert_eq!((counts.notifications, counts.highlights), (1, 0));
+        assert_eq!(pending(&f), 0);
+        let page = push
+            .notifications(&f.rooms, &user("bob"), None, 10, false)
+            .unwrap();
+        assert_eq!(page.notifications.len(), 1, "{:?}", page.notifications);
+        assert_eq!(page.notifications[0]["event"]["event_id"], first.as_str());
+        assert_eq!(page.notifications[0]["read"], false);
+        assert!(
+            page.notifications[0]["actions"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("notify")))
+        );
+        // The sender is not notified of their own message.
+        let alice = push
+            .notifications(&f.rooms, &user("alice"), None, 10, false)
+            .unwrap();
+        assert!(alice.notifications.is_empty());
+
+        // Reading the log spreads what is pending first.
+        say(&f, "again").await;
+        let page = push
+            .notifications(&f.rooms, &user("bob"), None, 10, false)
+            .unwrap();
+        assert_eq!(page.notifications.len(), 2);
+
+        // A read receipt over a pending row clears it for good.
+        say(&f, "and again").await;
+        assert_eq!(pending(&f), 1);
+        let upto = f.rooms.db().visible_count();
+        notifications
+            .clear_read(&user("bob"), short_room, upto, None)
+            .unwrap();
+        push.spread_log().unwrap();
+        let counts = notifications.counts(&user("bob"), short_room).unwrap();
+        assert_eq!(counts.notifications, 0);
+        let page = push
+            .notifications(&f.rooms, &user("bob"), None, 10, false)
+            .unwrap();
+        assert!(page.notifications.iter().all(|n| n["read"] == true));
+
+        // A start spreads what was left before serving.
+        say(&f, "once more").await;
+        assert_eq!(pending(&f), 1);
+        let (push, _) = restarted(&f);
+        push.start_log_writer().unwrap();
+        assert_eq!(pending(&f), 0);
     }
 }

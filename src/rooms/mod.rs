@@ -19,7 +19,7 @@ mod resolve;
 mod search;
 mod state;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod timeline;
 mod upgrade;
 pub mod user_directory;

@@ -130,6 +130,10 @@ pub const USERIDSHORTROOMIDCOUNT_NOTIFY: Table<(OwnedUserId, u64, u64), Raw> =
 /// Every notification of a user, for `GET /notifications`: (user, count) ->
 /// {short_room, event_id, actions, ts}. Kept for `push.notification_retention_ms`.
 pub const USERIDCOUNT_PUSHLOG: Table<(OwnedUserId, u64), Raw> = Table::new("useridcount_pushlog");
+/// One event's notification log entries, written in the event's batch: count
+/// -> {room, event, ts, each notified user's actions}. Spread into
+/// `USERIDCOUNT_PUSHLOG` right after, off the send's path, and deleted then.
+pub const COUNT_PENDINGLOG: Table<u64, Raw> = Table::new("count_pendinglog");
 /// Pushers: (user, app_id, pushkey) -> the pusher as set, plus its device and time.
 pub const USERIDAPPIDPUSHKEY_PUSHER: Table<(OwnedUserId, String, String), Raw> =
     Table::new("useridappidpushkey_pusher");
@@ -256,6 +260,7 @@ pub const ALL_COLUMNS: &[&str] = &[
     COUNT_PRESENCEUSER.name,
     USERIDSHORTROOMIDCOUNT_NOTIFY.name,
     USERIDCOUNT_PUSHLOG.name,
+    COUNT_PENDINGLOG.name,
     USERIDAPPIDPUSHKEY_PUSHER.name,
     APPIDPUSHKEYUSERID_.name,
     DESTINATIONSEQ_OUTBOXITEM.name,

@@ -132,6 +132,9 @@ pub async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>> {
     let me = req.identity()?.clone();
+    // Pending log entries are written first, so that deleting the user's log
+    // deletes them too.
+    s.push.spread_log()?;
     s.auth.deactivate(&me.user_id, req.body.auth).await?;
     // No identity server is ever bound by bigd, so there is nothing to unbind.
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
