@@ -13,6 +13,10 @@ use crate::{
     storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, prefix},
 };
 
+/// Entries a sync loads into a room's timeline window: live frames and
+/// incremental syncs ask for the newest few.
+const RECENT_LOAD: usize = 64;
+
 /// A stored event with its metadata.
 pub type StoredEvent = (Arc<Pdu>, Arc<EventMeta>);
 
@@ -111,14 +115,28 @@ impl Rooms {
         let start = upto.saturating_add(1);
         let mut events = Vec::new();
         let mut limited = false;
-        let rows = self.db.iter(
-            SHORTROOMIDCOUNT_SHORTEVENTID,
-            &prefix(&(meta.short,)),
-            &(meta.short, start).encode(),
-            false,
-        );
+        // New events of a live room come from its window in memory.
+        let newest = self.newest_count_at_most(room)?;
+        let recent = self
+            .timelines
+            .get_loading(meta.short, RECENT_LOAD)?
+            .lock()
+            .between(after, upto, newest);
+        let rows: Box<dyn Iterator<Item = Result<(u64, u64)>>> = match recent {
+            Some(entries) => Box::new(entries.into_iter().map(Ok)),
+            None => Box::new(
+                self.db
+                    .iter(
+                        SHORTROOMIDCOUNT_SHORTEVENTID,
+                        &prefix(&(meta.short,)),
+                        &(meta.short, start).encode(),
+                        false,
+                    )
+                    .map(|row| row.map(|((_, count), short)| (count, short))),
+            ),
+        };
         for row in rows {
-            let ((_, count), short) = row?;
+            let (count, short) = row?;
             if count <= after {
                 break;
             }
