@@ -9,7 +9,8 @@
 //! Acknowledging happens on every sync, so the work is bounded: the joined
 //! rooms come from memory, an in-memory bound on each room's newest event
 //! finds there is nothing new without a read, and a room with news is read
-//! backwards at most `MAX_EVENTS_READ_PER_ROOM` events. The receipts found
+//! backwards at most `MAX_EVENTS_READ_PER_ROOM` events (from the room's
+//! timeline window in memory when it holds them). The receipts found
 //! are handed to a writer task that commits whatever has queued up in one
 //! batch: with many devices acknowledging, one commit per acknowledgement
 //! was most of the server's work. A receipt thus lands a moment after the
@@ -22,11 +23,7 @@ use ruma::{OwnedUserId, UserId};
 use tokio::sync::mpsc;
 
 use super::receipts::DeliveredItem;
-use crate::{
-    error::Result,
-    rooms::Rooms,
-    storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, prefix},
-};
+use crate::{error::Result, rooms::Rooms};
 
 /// Events read back per room for the newest event of each other sender.
 const MAX_EVENTS_READ_PER_ROOM: usize = 50;
@@ -115,21 +112,12 @@ impl Delivered {
             let Some(meta) = rooms.meta(room)? else {
                 continue;
             };
-            let rows = rooms.db().iter(
-                SHORTROOMIDCOUNT_SHORTEVENTID,
-                &prefix(&(meta.short,)),
-                &(meta.short, upto.saturating_add(1)).encode(),
-                false,
-            );
+            let newest =
+                rooms.timeline_between(room, after, upto, MAX_EVENTS_READ_PER_ROOM, |_, _| {
+                    Ok(true)
+                })?;
             let mut senders = std::collections::HashSet::new();
-            for row in rows.take(MAX_EVENTS_READ_PER_ROOM) {
-                let ((_, count), short) = row?;
-                if count <= after {
-                    break;
-                }
-                let Some(pdu) = rooms.pdu(short)? else {
-                    continue;
-                };
+            for (pdu, event_meta) in newest.events.iter().rev() {
                 if pdu.sender() == user || !senders.insert(pdu.sender().to_owned()) {
                     continue;
                 }
@@ -139,7 +127,7 @@ impl Delivered {
                     user: user.to_owned(),
                     sender: pdu.sender().to_owned(),
                     event_id: pdu.event_id.to_string(),
-                    event_count: count,
+                    event_count: event_meta.count,
                 });
             }
         }
