@@ -117,8 +117,32 @@ struct PendingLog {
     users: Vec<(OwnedUserId, usize, bool)>,
 }
 
+/// Per-user rows spread from pending rows: (user, room, count) -> unread
+/// record, (user, count) -> log entry.
+#[derive(Default)]
+struct Spread {
+    unread: Vec<((OwnedUserId, u64, u64), Vec<u8>)>,
+    logged: Vec<((OwnedUserId, u64), Vec<u8>)>,
+}
+
+impl Spread {
+    /// Stages the rows in key order: consecutive inserts into RocksDB's
+    /// memtable then land next to each other (each user's rows of the
+    /// events spread together), which is markedly cheaper than scattered ones.
+    fn stage(mut self, batch: &mut Batch) {
+        self.unread.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.logged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, record) in self.unread {
+            batch.put(USERIDSHORTROOMIDCOUNT_NOTIFY, &key, &Bytes(record));
+        }
+        for (key, entry) in self.logged {
+            batch.put(USERIDCOUNT_PUSHLOG, &key, &Bytes(entry));
+        }
+    }
+}
+
 /// One event's unread rows and log entries, from its pending row.
-fn stage_spread(batch: &mut Batch, count: u64, pending: PendingLog) -> Result<()> {
+fn spread_one(spread: &mut Spread, count: u64, pending: PendingLog) -> Result<()> {
     // The unread row is the same for every user but for `highlight`.
     let mut records: [Option<Vec<u8>>; 2] = [None, None];
     for (user, actions, counted) in pending.users {
@@ -135,11 +159,9 @@ fn stage_spread(batch: &mut Batch, count: u64, pending: PendingLog) -> Result<()
                     }))?)
                     .clone(),
             };
-            batch.put(
-                USERIDSHORTROOMIDCOUNT_NOTIFY,
-                &(user.clone(), pending.short_room, count),
-                &Bytes(record),
-            );
+            spread
+                .unread
+                .push(((user.clone(), pending.short_room, count), record));
         }
         let logged = LoggedNotification {
             room_id: pending.room_id.clone(),
@@ -149,11 +171,9 @@ fn stage_spread(batch: &mut Batch, count: u64, pending: PendingLog) -> Result<()
             ts: pending.ts,
             counted,
         };
-        batch.put(
-            USERIDCOUNT_PUSHLOG,
-            &(user, count),
-            &Bytes(serde_json::to_vec(&logged)?),
-        );
+        spread
+            .logged
+            .push(((user, count), serde_json::to_vec(&logged)?));
     }
     Ok(())
 }
@@ -257,6 +277,7 @@ impl Push {
         let upto = self.db.visible_count();
         let from = self.spread_from.load(Ordering::Acquire);
         let mut batch = self.db.batch();
+        let mut spread = Spread::default();
         for row in self.db.iter(COUNT_PENDINGLOG, &[], &from.encode(), true) {
             let (count, Bytes(bytes)) = row?;
             if count > upto {
@@ -264,10 +285,11 @@ impl Push {
             }
             batch.delete(COUNT_PENDINGLOG, &count);
             match serde_json::from_slice::<PendingLog>(&bytes) {
-                Ok(pending) => stage_spread(&mut batch, count, pending)?,
+                Ok(pending) => spread_one(&mut spread, count, pending)?,
                 Err(e) => tracing::warn!(error = %e, count, "dropping an unreadable pending log"),
             }
         }
+        spread.stage(&mut batch);
         if !batch.is_empty() {
             batch.commit()?;
         }
