@@ -89,8 +89,18 @@ impl Timelines {
     /// The room's cached window, loaded on first use.
     pub fn get(&self, short_room: u64) -> Result<Arc<Mutex<RoomTimeline>>> {
         let window = self.get_loading(short_room, ENTRIES)?;
-        window.lock().cap = ENTRIES;
-        Ok(window)
+        {
+            let mut timeline = window.lock();
+            if timeline.complete || timeline.cap >= ENTRIES {
+                timeline.cap = ENTRIES;
+                return Ok(window.clone());
+            }
+        }
+        // A small window a sync loaded: paging wants the long one. Readers
+        // still holding the old window find it falling behind and go to
+        // RocksDB (`between` checks the newest count).
+        self.rooms.lock().pop(&short_room);
+        self.get_loading(short_room, ENTRIES)
     }
 
     /// The room's cached window; loaded, if not cached, with at most `load`
