@@ -92,11 +92,13 @@ impl Pushers {
 
     /// The outbox destinations of a user's pushers.
     pub fn destinations(&self, user: &UserId) -> Result<Vec<Destination>> {
-        let p = prefix(&(user.to_owned(),));
+        // Asked for every notified member of every event: a hit builds nothing.
+        let p = || prefix(&(user.to_owned(),));
         self.destinations.get_or_read(
             user,
-            || self.db.watch(USERIDAPPIDPUSHKEY_PUSHER, p.clone()),
+            || self.db.watch(USERIDAPPIDPUSHKEY_PUSHER, p()),
             || {
+                let p = p();
                 let mut found = Vec::new();
                 for row in self.db.iter(USERIDAPPIDPUSHKEY_PUSHER, &p, &p, true) {
                     let ((user, app_id, pushkey), _) = row?;
