@@ -204,7 +204,6 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
         peer,
         out: out.clone(),
         requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-        last_frame: Arc::default(),
         pending_ack: parking_lot::Mutex::new(None),
     };
 
@@ -334,9 +333,6 @@ struct Connection {
     peer: Peer,
     out: Outbox,
     requests: Arc<Semaphore>,
-    /// The `next_batch` of the last sync frame sent and its position: the
-    /// token an ack usually carries, known valid without decoding it.
-    last_frame: Arc<parking_lot::Mutex<Option<(String, u64)>>>,
     /// The highest acknowledged position not applied yet (see `ACK_DELAY`).
     pending_ack: parking_lot::Mutex<Option<u64>>,
 }
@@ -467,7 +463,6 @@ impl Connection {
             self.out.clone(),
             frame.id,
         );
-        let last_frame = self.last_frame.clone();
         Some(tokio::spawn(async move {
             let mut stopping = s.stopping.subscribe();
             // Presence hears of the subscription, and the token is checked
@@ -501,13 +496,7 @@ impl Connection {
                 match live.next_frame() {
                     // The response's events are raw JSON: written as they are.
                     Ok(Some(response)) => match serde_json::to_string(&response) {
-                        Ok(body) => {
-                            if let Some(position) = live.position() {
-                                *last_frame.lock() =
-                                    Some((response.next_batch().to_owned(), position));
-                            }
-                            out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body));
-                        }
+                        Ok(body) => out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body)),
                         Err(e) => tracing::error!(error = %e, "cannot serialise a sync frame"),
                     },
                     Ok(None) => {}
@@ -538,16 +527,9 @@ impl Connection {
         let Some(token) = frame.next_batch else {
             return self.send_error(frame.id, "An ack needs \"next_batch\"");
         };
-        let known = match &*self.last_frame.lock() {
-            Some((sent, position)) if *sent == token => Some(*position),
-            _ => None,
-        };
-        let position = match known {
-            Some(position) => position,
-            None => match crate::sync::token::decode(&self.identity.user_id, &token) {
-                Ok(position) => position,
-                Err(e) => return self.send_error(frame.id, &e.to_string()),
-            },
+        let position = match crate::sync::token::decode(&self.identity.user_id, &token) {
+            Ok(position) => position,
+            Err(e) => return self.send_error(frame.id, &e.to_string()),
         };
         let mut pending = self.pending_ack.lock();
         *pending = Some(pending.map_or(position, |p| p.max(position)));

@@ -65,11 +65,6 @@ impl Live {
         })
     }
 
-    /// The position the last frame covered (`None` before the first).
-    pub fn position(&self) -> Option<u64> {
-        self.since
-    }
-
     /// Resolves when the next frame may have something (at once before the
     /// first). Cancel-safe.
     pub async fn wait(&mut self) {
