@@ -64,15 +64,20 @@ impl Rooms {
     /// A count at or above that of the room's newest event, from memory once
     /// known: "nothing after `n`" checks use it instead of a read.
     pub fn newest_count_at_most(&self, room: &RoomId) -> Result<u64> {
-        let Some(meta) = self.meta(room)? else {
-            return Ok(0);
-        };
-        if let Some(&known) = self.newest.lock().get(&meta.short) {
+        match self.meta(room)? {
+            Some(meta) => self.newest_bound(meta.short),
+            None => Ok(0),
+        }
+    }
+
+    /// [`Self::newest_count_at_most`] of a room known by its short id.
+    fn newest_bound(&self, short_room: u64) -> Result<u64> {
+        if let Some(&known) = self.newest.lock().get(&short_room) {
             return Ok(known);
         }
-        let stored = self.latest_count(room)?;
+        let stored = self.latest_count_of(short_room)?;
         let mut newest = self.newest.lock();
-        let known = newest.entry(meta.short).or_insert(stored);
+        let known = newest.entry(short_room).or_insert(stored);
         *known = (*known).max(stored);
         Ok(*known)
     }
@@ -84,17 +89,14 @@ impl Rooms {
         *known = (*known).max(count);
     }
 
-    /// The count of the room's newest event (0 for an unknown room).
-    pub fn latest_count(&self, room: &RoomId) -> Result<u64> {
-        let Some(meta) = self.meta(room)? else {
-            return Ok(0);
-        };
+    /// The count of the room's newest event, read from storage (0 for none).
+    fn latest_count_of(&self, short_room: u64) -> Result<u64> {
         let newest = self
             .db
             .iter(
                 SHORTROOMIDCOUNT_SHORTEVENTID,
-                &prefix(&(meta.short,)),
-                &(meta.short, u64::MAX).encode(),
+                &prefix(&(short_room,)),
+                &(short_room, u64::MAX).encode(),
                 false,
             )
             .next()
@@ -116,7 +118,7 @@ impl Rooms {
         let mut events = Vec::new();
         let mut limited = false;
         // New events of a live room come from its window in memory.
-        let newest = self.newest_count_at_most(room)?;
+        let newest = self.newest_bound(meta.short)?;
         let recent = self
             .timelines
             .get_loading(meta.short, RECENT_LOAD)?
