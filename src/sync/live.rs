@@ -196,10 +196,7 @@ impl Live {
             }
             timeline
         } else {
-            TimelineSlice {
-                events: Vec::new(),
-                limited: false,
-            }
+            TimelineSlice::default()
         };
         if timeline.events.is_empty() && ephemeral.is_empty() {
             return Ok(Scoped::Nothing);
