@@ -19,6 +19,7 @@
 //! (`note_staged`) meanwhile.
 
 pub mod gateway;
+mod profiles;
 pub mod pushers;
 pub mod rules;
 
@@ -216,6 +217,7 @@ pub struct Push {
     db: Engine,
     pub rules: PushRules,
     pub pushers: Pushers,
+    profiles: profiles::Profiles,
     pub outbox: Arc<Outbox>,
     /// `push.enabled`: whether notifications are queued for pushers.
     deliver: bool,
@@ -235,6 +237,7 @@ impl Push {
         Self {
             rules: PushRules::new(users),
             pushers: Pushers::new(db.clone()),
+            profiles: profiles::Profiles::new(),
             db,
             outbox,
             deliver,
@@ -346,20 +349,27 @@ impl Push {
     /// Which members to notify about a new event of `room`, per their push rules.
     pub async fn evaluate(&self, rooms: &Rooms, room: &RoomId, pdu: &Pdu) -> Result<Vec<Notify>> {
         let joined = rooms.joined_local_members(room)?;
-        let member_count = UInt::new_saturating(joined.len() as u64);
-        let mut members: Vec<(&UserId, &str)> = joined
-            .iter()
-            .map(|(m, n)| (m.as_ref(), n.as_str()))
-            .collect();
         // An invitee is not a member yet, but `.m.rule.invite_for_me` is for them.
         let invitee =
-            local_invitee(rooms, pdu).filter(|user| !members.iter().any(|(m, _)| m == user));
-        if let Some(user) = &invitee {
-            members.push((user, user.localpart()));
-        }
-        if members.len() <= 1 {
+            local_invitee(rooms, pdu).filter(|user| !joined.iter().any(|(m, _)| m == user));
+        if joined.len() + usize::from(invitee.is_some()) <= 1 {
             return Ok(Vec::new());
         }
+        let pushers = self.deliver.then_some(&self.pushers);
+        let profile = self
+            .profiles
+            .get(&self.db, room, &joined, &self.rules, pushers)?;
+        let invitee_profile = match &invitee {
+            Some(user) => Some(profiles::MemberProfile {
+                rules: self.rules.get_with_shape(user)?,
+                pushers: match pushers {
+                    Some(pushers) => pushers.destinations(user)?,
+                    None => Vec::new(),
+                },
+            }),
+            None => None,
+        };
+        let member_count = UInt::new_saturating(joined.len() as u64);
         let json = pdu.to_client_json(&Map::new())?;
         let mentions = Mentions::of(&json, pdu);
         let event: Raw<AnySyncTimelineEvent> =
@@ -372,11 +382,19 @@ impl Push {
         // Actions per rules shape, for members the event does not mention: in
         // a group most members share one evaluation.
         let mut shared: HashMap<RulesShape, Arc<Vec<Action>>> = HashMap::new();
-        for (user, display_name) in members {
+        let members = joined
+            .iter()
+            .map(|(m, n)| (m.as_ref(), n.as_str()))
+            .zip(profile.profiles.iter());
+        let invited = invitee
+            .as_deref()
+            .map(|user| (user, user.localpart()))
+            .zip(invitee_profile.as_ref());
+        for ((user, display_name), member) in members.chain(invited) {
             if user == pdu.sender() {
                 continue;
             }
-            let rules = self.rules.get_with_shape(user)?;
+            let rules = &member.rules;
             let mentioned = mentions.may_concern(user, display_name);
             let known = (!mentioned)
                 .then(|| shared.get(&rules.shape).cloned())
@@ -402,18 +420,13 @@ impl Push {
                 continue;
             }
             let highlight = actions.iter().any(|a| a.is_highlight());
-            let pushers = if self.deliver {
-                self.pushers.destinations(user)?
-            } else {
-                Vec::new()
-            };
             let counted = invitee.as_deref() != Some(user);
             notify.push(Notify {
                 user: user.to_owned(),
                 highlight,
                 thread: thread.clone(),
                 actions,
-                pushers,
+                pushers: member.pushers.clone(),
                 counted,
             });
         }

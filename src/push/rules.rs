@@ -6,7 +6,13 @@
 //! merged into the current server defaults, so rules added by a newer spec
 //! version reach existing users while their own choices are kept.
 
-use std::{num::NonZeroUsize, sync::Arc};
+use std::{
+    num::NonZeroUsize,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -26,6 +32,9 @@ const CACHE: usize = 20_000;
 pub struct PushRules {
     users: Users,
     cache: Mutex<LruCache<OwnedUserId, Rules>>,
+    /// Counts changes to anyone's rules, for what keeps rules of its own
+    /// (room profiles, `profiles.rs`).
+    generation: AtomicU64,
     /// Serialises read-modify-write updates (rare, and cheap).
     writing: Mutex<()>,
 }
@@ -67,6 +76,7 @@ impl PushRules {
         Self {
             users,
             cache: Mutex::new(LruCache::new(capacity)),
+            generation: AtomicU64::new(0),
             writing: Mutex::new(()),
         }
     }
@@ -107,12 +117,19 @@ impl PushRules {
         self.cache
             .lock()
             .put(user.to_owned(), Rules::new(user, rules)?);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }
 
     /// Forgets a user's cached rules (account deactivation).
     pub fn forget(&self, user: &UserId) {
         self.cache.lock().pop(user);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes with every change to anyone's rules (taken before reading them).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn load(&self, user: &UserId) -> Result<Ruleset> {

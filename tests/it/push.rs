@@ -854,3 +854,52 @@ async fn in_a_group_each_member_gets_their_own_actions() {
         );
     }
 }
+
+/// A room's members' rules and pushers are kept per room between events
+/// (`push/profiles.rs`): a pusher set, a rule changed or a member joining
+/// after the room has seen messages counts from the next message on.
+#[tokio::test]
+async fn pusher_rule_and_member_changes_count_from_the_next_message() {
+    let s = quick_retries().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let carol = s.register("carol").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    s.send_ok(&alice, &room, "before any pusher").await;
+
+    let gateway = Gateway::start().await;
+    set_pusher(&s, &bob, &gateway.url(), "bob-key", json!({})).await;
+    let second = s.send_ok(&alice, &room, "after bob's pusher").await;
+    let got = gateway.wait_for(1).await;
+    assert_eq!(got[0]["notification"]["event_id"], second.as_str());
+
+    let (status, body) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/pushrules/global/room/{}",
+                urlencode(&room)
+            ),
+            Some(&bob.token),
+            json!({ "actions": [] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Carol's pusher exists before she joins: only the member list changes then.
+    set_pusher(&s, &carol, &gateway.url(), "carol-key", json!({})).await;
+    s.send_ok(&alice, &room, "bob muted").await;
+    settle().await;
+    assert_eq!(gateway.received().len(), 1, "bob muted the room");
+
+    s.join(&carol, &room).await;
+    let third = s.send_ok(&alice, &room, "carol joined").await;
+    gateway.wait_for(2).await;
+    settle().await;
+    let got = gateway.received();
+    assert_eq!(got.len(), 2, "bob muted the room: {got:?}");
+    let last = &got[1]["notification"];
+    assert_eq!(last["event_id"], third.as_str());
+    assert_eq!(last["devices"][0]["pushkey"], "carol-key");
+}
