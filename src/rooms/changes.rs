@@ -7,11 +7,28 @@ use std::sync::Arc;
 use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{EventMeta, MembershipRecord, Pdu, Rooms, state::StateMap};
+use super::{EventMeta, MembershipRecord, Pdu, Rooms, VisibilityAt, state::StateMap};
 use crate::{
     error::Result,
     storage::{Key, SHORTROOMIDCOUNT_SHORTEVENTID, USERIDROOMID_MEMBERSHIP, prefix},
 };
+
+/// One viewer's visibility lookups, per state snapshot. A snapshot never
+/// changes, so what is kept stays right; a live subscription keeps one, and
+/// each message of a room without state changes is checked from it.
+#[derive(Debug, Default)]
+pub struct VisibilityMemo(std::collections::HashMap<u64, VisibilityAt>);
+
+impl VisibilityMemo {
+    /// Snapshots kept at most; past that the memo starts over.
+    const MAX: usize = 64;
+
+    fn bound(&mut self) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+    }
+}
 
 /// Entries a sync loads into a room's timeline window: live frames and
 /// incremental syncs ask for the newest few.
@@ -171,12 +188,17 @@ impl Rooms {
     }
 
     /// [`Self::history_view`] for a user known to be joined to the room (a
-    /// live sync whose memberships have not changed): no membership read.
+    /// live sync whose memberships have not changed): no membership read,
+    /// and what it looks up is kept in `memo` for the viewer's next checks.
     pub fn joined_history_view<'a>(
         &'a self,
         user: &'a UserId,
-    ) -> impl Fn(&Pdu, &EventMeta) -> Result<bool> + 'a {
-        move |pdu: &Pdu, meta: &EventMeta| self.can_see(user, pdu, meta, Some(u64::MAX))
+        memo: &'a mut VisibilityMemo,
+    ) -> impl FnMut(&Pdu, &EventMeta) -> Result<bool> + 'a {
+        memo.bound();
+        move |pdu: &Pdu, meta: &EventMeta| {
+            self.can_see_with(user, pdu, meta, Some(u64::MAX), Some(&mut memo.0))
+        }
     }
 
     /// The state before the first event with a count above `count` (the room's

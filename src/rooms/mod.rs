@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     aliases::{AliasRecord, PublicRoom},
     append::EventDraft,
-    changes::{StoredEvent, TimelineSlice},
+    changes::{StoredEvent, TimelineSlice, VisibilityMemo},
     create::{CreateRoom, Preset},
     pdu::Pdu,
     read::{Direction, EventFilter, MessagesPage, Visibility, parse_token, token},

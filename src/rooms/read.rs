@@ -182,7 +182,7 @@ impl Rooms {
     }
 
     /// `can_see`, remembering per snapshot what it looked up (for pages of events).
-    fn can_see_with(
+    pub(super) fn can_see_with(
         &self,
         user: &UserId,
         pdu: &Pdu,

@@ -24,7 +24,12 @@ use super::{
     ephemeral_events, joined_room_section, presence_events, token,
     watches::{Changed, RoomChanged, Watches},
 };
-use crate::{Services, auth::Identity, error::Result, rooms::TimelineSlice};
+use crate::{
+    Services,
+    auth::Identity,
+    error::Result,
+    rooms::{TimelineSlice, VisibilityMemo},
+};
 
 pub struct Live {
     s: Arc<Services>,
@@ -37,6 +42,9 @@ pub struct Live {
     /// The device's key counts as of the last read, sent in every frame.
     one_time_key_counts: BTreeMap<String, u64>,
     unused_fallback_key_types: Vec<String>,
+    /// The device's visibility lookups: in a room without state changes,
+    /// every new message is checked against the same snapshot.
+    visibility: VisibilityMemo,
 }
 
 impl Live {
@@ -62,6 +70,7 @@ impl Live {
             watches: None,
             one_time_key_counts: BTreeMap::new(),
             unused_fallback_key_types: Vec::new(),
+            visibility: VisibilityMemo::default(),
         })
     }
 
@@ -115,8 +124,6 @@ impl Live {
     /// A frame of only the `changed` parts, in (since, upto]; `None` when the
     /// news needs a full build after all (a state event, a gap).
     fn scoped(&mut self, changed: &Changed, upto: u64) -> Result<Option<SyncResponse>> {
-        let (s, who) = (&*self.s, &self.who);
-        let user = &who.user_id;
         let after = self.since.unwrap_or(0);
         let mut rooms = Rooms::default();
         for (room, what) in &changed.rooms {
@@ -131,6 +138,8 @@ impl Live {
                 Scoped::NeedsFullBuild => return Ok(None),
             }
         }
+        let (s, who) = (&*self.s, &self.who);
+        let user = &who.user_id;
         let device_lists = if changed.key_changes {
             let changes = crate::e2ee::device_list_changes(s, user, after, upto)?;
             DeviceLists {
@@ -169,7 +178,7 @@ impl Live {
 
     /// A joined room's news. The user's memberships have not changed since
     /// the last frame, so the room is neither new nor left.
-    fn room(&self, room: &RoomId, what: RoomChanged, after: u64, upto: u64) -> Result<Scoped> {
+    fn room(&mut self, room: &RoomId, what: RoomChanged, after: u64, upto: u64) -> Result<Scoped> {
         let (s, who, filter) = (&*self.s, &self.who, &self.req.filter);
         let ephemeral = if what.ephemeral {
             ephemeral_events(s, who, room, after, upto)?
@@ -177,7 +186,9 @@ impl Live {
             Vec::new()
         };
         let timeline = if what.timeline {
-            let visible = s.rooms.joined_history_view(&who.user_id);
+            let mut visible = s
+                .rooms
+                .joined_history_view(&who.user_id, &mut self.visibility);
             let mut state_changed = false;
             let timeline = s.rooms.timeline_between(
                 room,
