@@ -463,6 +463,7 @@ impl Connection {
             self.out.clone(),
             frame.id,
         );
+        let frame_start = envelope_start(&id, "\"op\":\"sync\",\"body\"");
         Some(tokio::spawn(async move {
             let mut stopping = s.stopping.subscribe();
             // Presence hears of the subscription, and the token is checked
@@ -494,9 +495,8 @@ impl Connection {
                     _ = stopping.wait_for(|stop| *stop) => return,
                 }
                 match live.next_frame() {
-                    // The response's events are raw JSON: written as they are.
-                    Ok(Some(response)) => match serde_json::to_string(&response) {
-                        Ok(body) => out.send_text(envelope(&id, "\"op\":\"sync\",\"body\"", &body)),
+                    Ok(Some(response)) => match sync_frame(&frame_start, &response) {
+                        Ok(frame) => out.send_text(frame),
                         Err(e) => tracing::error!(error = %e, "cannot serialise a sync frame"),
                     },
                     Ok(None) => {}
@@ -565,12 +565,28 @@ async fn respond(out: &Outbox, id: Option<Value>, response: Response) {
     ));
 }
 
+/// A sync frame: `start` (the envelope up to the body), the
+/// response serialised right after it (its events are raw JSON, written as
+/// they are), and the closing brace.
+fn sync_frame(start: &str, response: &crate::sync::SyncResponse) -> serde_json::Result<String> {
+    let mut frame = Vec::with_capacity(start.len() + 2048);
+    frame.extend_from_slice(start.as_bytes());
+    serde_json::to_writer(&mut frame, response)?;
+    frame.push(b'}');
+    String::from_utf8(frame).map_err(serde::ser::Error::custom)
+}
+
 /// `{"id":<id>,<fields>:<body>}` from already serialised JSON parts.
 fn envelope(id: &Option<Value>, fields: &str, body: &str) -> String {
+    format!("{}{body}}}", envelope_start(id, fields))
+}
+
+/// `{"id":<id>,<fields>:`, what comes before a frame's body.
+fn envelope_start(id: &Option<Value>, fields: &str) -> String {
     let id = id
         .as_ref()
         .map_or_else(|| "null".to_owned(), Value::to_string);
-    format!("{{\"id\":{id},{fields}:{body}}}")
+    format!("{{\"id\":{id},{fields}:")
 }
 
 /// Wakes on any write to the socket's device record (a logout deletes it).
