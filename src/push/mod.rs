@@ -324,13 +324,12 @@ impl Push {
     /// every row of the range.
     fn take_staged(
         &self,
-        user: &UserId,
-        short_room: u64,
+        key: &(OwnedUserId, u64),
         (after, upto): (u64, u64),
         counts: &mut UnreadCounts,
     ) -> bool {
         let mut staged = self.staged.lock();
-        let Some(entry) = staged.get_mut(&(user.to_owned(), short_room)) else {
+        let Some(entry) = staged.get_mut(key) else {
             return false;
         };
         if after < entry.complete_above {
@@ -656,7 +655,7 @@ async fn first_match(
 const COUNTS_CACHE: usize = 50_000;
 
 /// Counts of one user in one room, covering the notification rows up to `upto`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct CachedCounts {
     counts: UnreadCounts,
     upto: u64,
@@ -774,23 +773,23 @@ impl Notifications {
         let upto = self.db.visible_count();
         let key = (user.to_owned(), short_room);
         let mut cache = self.cache.lock();
-        let mut cached = cache.get(&key).cloned().unwrap_or(CachedCounts {
-            counts: UnreadCounts::default(),
-            upto: 0,
-        });
+        // Updated in place: one lookup, and the key is built once.
+        let cached = match cache.get_mut(&key) {
+            Some(cached) => cached,
+            None => cache.get_or_insert_mut(key.clone(), CachedCounts::default),
+        };
         if cached.upto < upto {
             // The new rows were usually just staged: added from memory.
             let range = (cached.upto, upto);
-            if !self
-                .push
-                .take_staged(user, short_room, range, &mut cached.counts)
-            {
-                self.count_rows(user, short_room, cached.upto, upto, &mut cached.counts)?;
+            if !self.push.take_staged(&key, range, &mut cached.counts) {
+                // Counted on a copy, so that a failed read leaves the cache as it was.
+                let mut counts = cached.counts.clone();
+                self.count_rows(user, short_room, cached.upto, upto, &mut counts)?;
+                cached.counts = counts;
             }
             cached.upto = upto;
-            cache.put(key, cached.clone());
         }
-        Ok(cached.counts)
+        Ok(cached.counts.clone())
     }
 
     /// Adds the notification rows in (after, upto] to `counts`.
