@@ -68,6 +68,10 @@ impl Delivered {
         tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
                 tokio::time::sleep(GATHER).await;
+                let Some(db) = services.upgrade().map(|s| s.db.clone()) else {
+                    return;
+                };
+                db.wait_quiet().await;
                 let mut items = vec![first];
                 while items.len() < MAX_BATCH {
                     match pending.try_recv() {

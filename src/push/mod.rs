@@ -260,6 +260,7 @@ impl Push {
             while bell.changed().await.is_ok() {
                 tokio::time::sleep(LOG_GATHER).await;
                 let Some(push) = push.upgrade() else { return };
+                push.db.wait_quiet().await;
                 if let Err(e) = push.spread_log() {
                     tracing::warn!(error = %e, "cannot write notification logs");
                 }

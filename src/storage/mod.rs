@@ -1,6 +1,7 @@
 //! The storage engine: RocksDB with one column family per index, typed tables,
 //! atomic batches across tables, the two-phase counter and prefix watchers.
 
+mod activity;
 pub mod codec;
 mod columns;
 mod counter;
@@ -63,6 +64,7 @@ struct Inner {
     db: Db,
     counter: Counter,
     watchers: Watchers,
+    activity: activity::Activity,
     /// Committed writes whose counts are not visible yet, and how far
     /// watchers have been woken.
     unpublished: parking_lot::Mutex<Unpublished>,
@@ -154,6 +156,7 @@ impl Engine {
                 db,
                 counter,
                 watchers: Watchers::default(),
+                activity: Default::default(),
                 unpublished: parking_lot::Mutex::new(unpublished),
             }),
         })
@@ -334,6 +337,14 @@ impl Engine {
         self.inner.watchers.watch(table.name, prefix, Some(bell))
     }
 
+    /// Waits until no commit has woken a waiter for a moment (at most a
+    /// little longer under steady traffic): background writers commit
+    /// between deliveries, not in the middle of one (`activity.rs`).
+    pub async fn wait_quiet(&self) {
+        let (quiet, at_most) = (activity::QUIET, activity::QUIET_AT_MOST);
+        self.inner.activity.wait_quiet(quiet, at_most).await;
+    }
+
     /// Flushes memtables: used on shutdown so a restart does not replay the WAL.
     pub fn flush(&self) -> Result<()> {
         for name in ALL_COLUMNS {
@@ -505,10 +516,14 @@ impl Batch {
             .collect();
         // Woken under the lock, so that `published` never runs ahead of a
         // wake-up (live subscriptions rely on it, see `published_count`).
+        let mut woke = false;
         for (_, written) in ready {
-            engine
+            woke |= engine
                 .watchers
                 .wake(written.iter().map(|(cf, k)| (*cf, k.as_slice())));
+        }
+        if woke {
+            engine.activity.woke();
         }
         unpublished.published = unpublished.published.max(visible);
     }

@@ -96,8 +96,9 @@ impl Watchers {
         rx
     }
 
-    /// Wakes every watch on a prefix of one of `keys`.
-    pub fn wake<'a>(&self, written: impl IntoIterator<Item = (&'static str, &'a [u8])>) {
+    /// Wakes every watch on a prefix of one of `keys`; true if there was one.
+    pub fn wake<'a>(&self, written: impl IntoIterator<Item = (&'static str, &'a [u8])>) -> bool {
+        let mut woke = false;
         let mut columns = self.by_column.lock();
         for (column, key) in written {
             let Some(prefixes) = columns.get_mut(column) else {
@@ -120,7 +121,9 @@ impl Watchers {
                 let orphaned = match prefixes.get_mut(candidate) {
                     Some(watched) => {
                         watched.ring();
-                        watched.sender.receiver_count() == 0
+                        let orphaned = watched.sender.receiver_count() == 0;
+                        woke |= !orphaned;
+                        orphaned
                     }
                     None => false,
                 };
@@ -129,6 +132,7 @@ impl Watchers {
                 }
             }
         }
+        woke
     }
 
     #[cfg(test)]
