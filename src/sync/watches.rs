@@ -170,12 +170,19 @@ impl Watches {
         }
     }
 
-    /// Replaces each fired watch by a fresh one, registered now: it fires on
-    /// writes after this call. Unfired watches stay as they are. The parts
-    /// renewed are marked in `changed`.
+    /// Re-arms each fired watch as if registered now: it fires on writes
+    /// after this call. Unfired watches stay as they are. The parts renewed
+    /// are marked in `changed`.
     pub fn renew_fired(&mut self, s: &Services, who: &Identity, changed: &mut Changed) {
         for watched in self.list.iter_mut().filter(|w| w.has_fired()) {
-            watched.watch = watch(s, who, &watched.part, &self.bell);
+            if watched.watch.has_changed().is_ok() {
+                // Still following its prefix (holding it keeps the prefix
+                // registered, with the bell): marked seen, it fires on
+                // writes after now, as a new registration would.
+                watched.watch.mark_unchanged();
+            } else {
+                watched.watch = watch(s, who, &watched.part, &self.bell);
+            }
             changed.mark(&watched.part);
         }
     }
