@@ -4,7 +4,9 @@
 //! user, device, session and refresh generation. Verifying it needs no database
 //! read: the signature proves it was issued here, and the in-memory session table
 //! (loaded at start, updated after every commit) says whether the session still
-//! exists, so a logged-out device's token fails at once.
+//! exists, so a logged-out device's token fails at once. Tokens verified
+//! recently are remembered with their claims, so that a client's every request
+//! does not check the same signature again.
 //!
 //! Refresh tokens are opaque, stored as SHA-256 hashes, and rotated on every use.
 //! Each rotation starts a new generation. Presenting an older refresh token again
@@ -12,11 +14,12 @@
 //! spec asks for: the previous token still works while the pair that replaced it
 //! has not been used yet, so a client that lost the response can retry.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{collections::HashMap, num::NonZeroUsize, path::Path, time::Duration};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::RwLock;
+use lru::LruCache;
+use parking_lot::{Mutex, RwLock};
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +57,7 @@ pub struct RefreshRecord {
 
 impl JsonValue for RefreshRecord {}
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     dev: String,
@@ -104,7 +107,15 @@ pub struct Sessions {
     validation: Validation,
     access_lifetime: Duration,
     live: RwLock<HashMap<u64, Live>>,
+    /// Tokens whose signature has been checked, with their claims: checking
+    /// the HMAC was most of authenticating a request, and a client sends
+    /// the same token with every one. Whether the session still exists is
+    /// checked on every request all the same.
+    verified: Mutex<LruCache<String, Claims>>,
 }
+
+/// Tokens kept in `Sessions::verified`.
+const VERIFIED_TOKENS: usize = 16_384;
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,25 +171,49 @@ impl Sessions {
             validation,
             access_lifetime,
             live: RwLock::new(live),
+            verified: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VERIFIED_TOKENS).unwrap_or(NonZeroUsize::MIN),
+            )),
         })
     }
 
-    /// Verifies an access token and records the device as seen from `ip`.
-    pub fn authenticate(&self, token: &str, ip: &str) -> Result<Identity> {
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => data.claims,
+    /// The claims of a token verified before and not expired since (`None`:
+    /// verify it, which also tells an expired token from a forged one).
+    fn verified_claims(&self, token: &str) -> Option<Claims> {
+        let claims = self.verified.lock().get(token).cloned()?;
+        let now = now_ms() / 1000;
+        claims.exp.is_none_or(|exp| exp > now).then_some(claims)
+    }
+
+    /// Checks a token's signature and expiry; remembers the claims of a good one.
+    fn verify(&self, token: &str) -> Result<Claims> {
+        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => {
+                self.verified
+                    .lock()
+                    .put(token.to_owned(), data.claims.clone());
+                Ok(data.claims)
+            }
             Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 // Expired: a soft logout only if the session still exists.
                 let mut ignoring_expiry = self.validation.clone();
                 ignoring_expiry.validate_exp = false;
                 let alive = jsonwebtoken::decode::<Claims>(token, &self.decoding, &ignoring_expiry)
                     .is_ok_and(|d| self.live.read().contains_key(&d.claims.sid));
-                return Err(Error::unknown_token(
+                Err(Error::unknown_token(
                     alive,
                     "The access token has expired; use your refresh token or log in again",
-                ));
+                ))
             }
-            Err(_) => return Err(Error::unknown_token(false, "Unrecognised access token")),
+            Err(_) => Err(Error::unknown_token(false, "Unrecognised access token")),
+        }
+    }
+
+    /// Verifies an access token and records the device as seen from `ip`.
+    pub fn authenticate(&self, token: &str, ip: &str) -> Result<Identity> {
+        let claims = match self.verified_claims(token) {
+            Some(claims) => claims,
+            None => self.verify(token)?,
         };
         let now = now_ms();
         let (identity, persist_generation, write_last_seen) = {
