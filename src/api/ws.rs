@@ -66,7 +66,8 @@ struct ClientFrame {
     op: Option<String>,
     method: Option<String>,
     path: Option<String>,
-    body: Option<Value>,
+    /// A request's body, passed on as it came.
+    body: Option<Box<serde_json::value::RawValue>>,
     access_token: Option<String>,
     since: Option<String>,
     filter: Option<Value>,
@@ -399,7 +400,10 @@ impl Connection {
             tokio::spawn(async move { respond(&out, id, error).await });
             return;
         };
-        let body = frame.body.map(|b| b.to_string()).unwrap_or_default();
+        let body = frame
+            .body
+            .map(|b| String::from(Box::<str>::from(b)))
+            .unwrap_or_default();
         let request = Request::builder()
             .method(method.as_str())
             .uri(path.as_str())
