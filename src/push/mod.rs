@@ -359,16 +359,10 @@ impl Push {
         let profile = self
             .profiles
             .get(&self.db, room, &joined, &self.rules, pushers)?;
-        let invitee_profile = match &invitee {
-            Some(user) => Some(profiles::MemberProfile {
-                rules: self.rules.get_with_shape(user)?,
-                pushers: match pushers {
-                    Some(pushers) => pushers.destinations(user)?,
-                    None => Vec::new(),
-                },
-            }),
-            None => None,
-        };
+        let invitee_profile = invitee
+            .as_deref()
+            .map(|user| profiles::MemberProfile::read(user, &self.rules, pushers))
+            .transpose()?;
         let member_count = UInt::new_saturating(joined.len() as u64);
         let json = pdu.to_client_json(&Map::new())?;
         let mentions = Mentions::of(&json, pdu);

@@ -13,7 +13,7 @@ use std::{num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, RoomId, UserId};
 
 use super::{
     pushers::Pushers,
@@ -36,10 +36,24 @@ pub struct MemberProfile {
     pub pushers: Vec<Destination>,
 }
 
+impl MemberProfile {
+    /// Reads `user`'s rules and, unless `pushers` is `None` (delivery is
+    /// off), their pushers' destinations.
+    pub fn read(user: &UserId, rules: &PushRules, pushers: Option<&Pushers>) -> Result<Self> {
+        Ok(Self {
+            rules: rules.get_with_shape(user)?,
+            pushers: match pushers {
+                Some(pushers) => pushers.destinations(user)?,
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
 /// The profiles of a room's local members, in the order of `members`.
 #[derive(Debug)]
 pub struct RoomProfile {
-    pub members: LocalMembers,
+    members: LocalMembers,
     pub profiles: Vec<MemberProfile>,
     rules_generation: u64,
     pushers_written: Watch,
@@ -67,8 +81,8 @@ impl Profiles {
         }
     }
 
-    /// The profile of `room` for its current `members`; `with_pushers`
-    /// false leaves every member's destinations empty (delivery is off).
+    /// The profile of `room` for its current `members` (see
+    /// [`MemberProfile::read`] for `pushers`).
     pub fn get(
         &self,
         db: &Engine,
@@ -86,16 +100,10 @@ impl Profiles {
         // them makes the next event build the profile again.
         let rules_generation = rules.generation();
         let pushers_written = db.watch(USERIDAPPIDPUSHKEY_PUSHER, Vec::new());
-        let mut profiles = Vec::with_capacity(members.len());
-        for (user, _) in members.iter() {
-            profiles.push(MemberProfile {
-                rules: rules.get_with_shape(user)?,
-                pushers: match pushers {
-                    Some(pushers) => pushers.destinations(user)?,
-                    None => Vec::new(),
-                },
-            });
-        }
+        let profiles = members
+            .iter()
+            .map(|(user, _)| MemberProfile::read(user, rules, pushers))
+            .collect::<Result<Vec<_>>>()?;
         let profile = Arc::new(RoomProfile {
             members: members.clone(),
             profiles,
