@@ -9,7 +9,7 @@
 //! user's rules have changed (`PushRules::generation`), and no pusher was
 //! written (a watch on the pusher table, registered before the read).
 
-use std::{num::NonZeroUsize, sync::Arc};
+use std::sync::Arc;
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -26,8 +26,10 @@ use crate::{
     storage::{Engine, USERIDAPPIDPUSHKEY_PUSHER, Watch},
 };
 
-/// Rooms whose profiles are kept.
-const ROOMS: usize = 2_048;
+/// Member entries kept across all profiles. A profile holds its members'
+/// rulesets (about 15 KiB each with the defaults), so this bounds them as
+/// the rules cache does; a room larger than this is built per event.
+const MAX_MEMBERS: usize = 20_000;
 
 /// One member's part of a room profile.
 #[derive(Debug)]
@@ -69,15 +71,57 @@ impl RoomProfile {
 
 #[derive(Debug)]
 pub struct Profiles {
-    rooms: Mutex<LruCache<OwnedRoomId, Arc<RoomProfile>>>,
+    kept: Mutex<Kept<Arc<RoomProfile>>>,
+}
+
+/// Values with a size (a profile's member count), least recently used out
+/// first, so that the sizes add up to at most `limit`.
+#[derive(Debug)]
+struct Kept<V> {
+    rooms: LruCache<OwnedRoomId, (V, usize)>,
+    size: usize,
+    limit: usize,
+}
+
+impl<V> Kept<V> {
+    fn new(limit: usize) -> Self {
+        Self {
+            rooms: LruCache::unbounded(),
+            size: 0,
+            limit,
+        }
+    }
+
+    fn get(&mut self, room: &RoomId) -> Option<&V> {
+        self.rooms.get(room).map(|(value, _)| value)
+    }
+
+    /// Keeps `value` for `room` unless it alone is over the limit (then the
+    /// room's old value goes too).
+    fn put(&mut self, room: OwnedRoomId, value: V, size: usize) {
+        if size > self.limit {
+            if let Some((_, old)) = self.rooms.pop(&room) {
+                self.size -= old;
+            }
+            return;
+        }
+        if let Some((_, old)) = self.rooms.put(room, (value, size)) {
+            self.size -= old;
+        }
+        self.size += size;
+        while self.size > self.limit {
+            let Some((_, (_, evicted))) = self.rooms.pop_lru() else {
+                break;
+            };
+            self.size -= evicted;
+        }
+    }
 }
 
 impl Profiles {
     pub fn new() -> Self {
         Self {
-            rooms: Mutex::new(LruCache::new(
-                NonZeroUsize::new(ROOMS).unwrap_or(NonZeroUsize::MIN),
-            )),
+            kept: Mutex::new(Kept::new(MAX_MEMBERS)),
         }
     }
 
@@ -91,7 +135,7 @@ impl Profiles {
         rules: &PushRules,
         pushers: Option<&Pushers>,
     ) -> Result<Arc<RoomProfile>> {
-        if let Some(profile) = self.rooms.lock().get(room)
+        if let Some(profile) = self.kept.lock().get(room)
             && profile.is_current(members, rules)
         {
             return Ok(profile.clone());
@@ -110,7 +154,44 @@ impl Profiles {
             rules_generation,
             pushers_written,
         });
-        self.rooms.lock().put(room.to_owned(), profile.clone());
+        let size = profile.profiles.len();
+        self.kept.lock().put(room.to_owned(), profile.clone(), size);
         Ok(profile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::owned_room_id;
+
+    use super::*;
+
+    #[test]
+    fn kept_profiles_stay_under_the_member_limit_least_recent_out_first() {
+        let mut kept = Kept::new(10);
+        let (a, b, c) = (
+            owned_room_id!("!a:s"),
+            owned_room_id!("!b:s"),
+            owned_room_id!("!c:s"),
+        );
+        kept.put(a.clone(), "a", 4);
+        kept.put(b.clone(), "b", 4);
+        assert_eq!(kept.get(&a), Some(&"a"), "a is now the most recent");
+        kept.put(c.clone(), "c", 4);
+        assert_eq!(kept.get(&b), None, "b was the least recent");
+        assert_eq!(kept.get(&a), Some(&"a"));
+        assert_eq!(kept.get(&c), Some(&"c"));
+        assert_eq!(kept.size, 8);
+
+        kept.put(a.clone(), "a2", 2);
+        assert_eq!(kept.get(&a), Some(&"a2"), "replaced");
+        assert_eq!(kept.size, 6);
+        kept.put(c.clone(), "huge", 11);
+        assert_eq!(
+            kept.get(&c),
+            None,
+            "too large to keep, and the old one is gone"
+        );
+        assert_eq!(kept.size, 2);
     }
 }
