@@ -147,6 +147,21 @@ async fn dm(s: &TestServer, alice: &Session, bob: &Session) -> String {
     room
 }
 
+/// Mutes `room` for `who` the way Element does: a room rule without actions.
+async fn mute(s: &TestServer, who: &Session, room: &str) {
+    let (status, body) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/pushrules/global/room/{}",
+                urlencode(room)
+            ),
+            Some(&who.token),
+            json!({ "actions": [] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// Gives the server time to send anything else it (wrongly) queued.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -233,18 +248,7 @@ async fn muted_rooms_and_edits_do_not_push_but_mentions_highlight() {
     }
     let gateway = Gateway::start().await;
     set_pusher(&s, &bob, &gateway.url(), "k", json!({})).await;
-    // Mute the room the way Element does: a room rule without actions.
-    let (status, body) = s
-        .put(
-            &format!(
-                "/_matrix/client/v3/pushrules/global/room/{}",
-                urlencode(&muted)
-            ),
-            Some(&bob.token),
-            json!({ "actions": [] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    mute(&s, &bob, &muted).await;
 
     let plain = s.send_ok(&alice, &group, "hi all").await;
     s.send_ok(&alice, &muted, "nobody hears this").await;
@@ -876,17 +880,7 @@ async fn pusher_rule_and_member_changes_count_from_the_next_message() {
     let got = gateway.wait_for(1).await;
     assert_eq!(got[0]["notification"]["event_id"], second.as_str());
 
-    let (status, body) = s
-        .put(
-            &format!(
-                "/_matrix/client/v3/pushrules/global/room/{}",
-                urlencode(&room)
-            ),
-            Some(&bob.token),
-            json!({ "actions": [] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    mute(&s, &bob, &room).await;
     // Carol's pusher exists before she joins: only the member list changes then.
     set_pusher(&s, &carol, &gateway.url(), "carol-key", json!({})).await;
     s.send_ok(&alice, &room, "bob muted").await;
