@@ -445,6 +445,79 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
     assert!(frame.reason.contains("slow"), "{}", frame.reason);
 }
 
+/// Connects like `connect`, over a TCP socket with a small receive buffer,
+/// so that a client that does not read soon fills what the kernel holds.
+async fn connect_with_small_buffer(s: &TestServer, who: &Session) -> Socket {
+    let mut request = ws_url(s).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", who.token).parse().unwrap(),
+    );
+    let addr = s.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(16 * 1024).unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let stream = MaybeTlsStream::Plain(stream);
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgrade")
+        .0
+}
+
+#[tokio::test]
+async fn a_client_that_pauses_reading_gets_every_frame_in_order() {
+    // Frames go straight to the socket while it takes them, and queue once
+    // it does not; the queue is large enough here that nobody is cut off.
+    let s = TestServer::start_with(|c| c.websocket.max_queued_frames = 1000).await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    let room = s
+        .create_room(&alice, json!({ "preset": "public_chat" }))
+        .await;
+    s.join(&bob, &room).await;
+    let mut paused = connect_with_small_buffer(&s, &bob).await;
+    send(&mut paused, json!({ "id": "s", "op": "sync" })).await;
+    let first = next_sync(&mut paused).await;
+    let mut last_batch = first["next_batch"].as_str().unwrap().to_owned();
+    let room_id = room.clone();
+
+    // Several MB of frames while Bob reads nothing: more than the kernel
+    // buffers hold, so later frames wait in the server's queue. Then more
+    // while he catches up, written straight or queued as the socket allows.
+    let filler = "x".repeat(60_000);
+    let (paused_count, count) = (60, 120);
+    for i in 0..paused_count {
+        s.send_ok(&alice, &room, &format!("{i} {filler}")).await;
+    }
+    let reading = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < count {
+            let body = next_sync(&mut paused).await;
+            let batch = body["next_batch"].as_str().unwrap().to_owned();
+            let position = |t: &str| t[1..t.find('_').unwrap()].parse::<u64>().unwrap();
+            assert!(
+                position(&batch) > position(&last_batch),
+                "{batch} after {last_batch}"
+            );
+            last_batch = batch;
+            for text in timeline_bodies(&body, &room_id) {
+                let (i, _) = text.split_once(' ').unwrap();
+                seen.push(i.parse::<usize>().unwrap());
+            }
+        }
+        seen
+    });
+    for i in paused_count..count {
+        s.send_ok(&alice, &room, &format!("{i} {filler}")).await;
+    }
+    let seen = reading.await.unwrap();
+    assert_eq!(
+        seen,
+        (0..count).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+}
+
 #[tokio::test]
 async fn a_connection_that_never_answers_pings_is_closed() {
     let s = TestServer::start_with(|c| c.websocket.ping_interval_ms = 100).await;

@@ -19,18 +19,19 @@ use axum::{
     body::Body,
     extract::{
         ConnectInfo, State, WebSocketUpgrade,
-        ws::{CloseFrame, Message, WebSocket},
+        ws::{Message, WebSocket},
     },
     response::{IntoResponse, Response},
     routing::get,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, Request, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use self::outbox::{CLOSE_GRACE, CLOSE_POLICY, Outbox};
 use super::AppState;
 use crate::{
     Services,
@@ -40,14 +41,12 @@ use crate::{
     sync::{Live, SyncFilter},
 };
 
+mod outbox;
+
 pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
 
-/// Close codes: policy violation (bad auth, too slow) and going away.
-const CLOSE_POLICY: u16 = 1008;
+/// Close code for going away (the server stops, the socket ends).
 const CLOSE_AWAY: u16 = 1001;
-/// How long a cut-off client has to read its close frame before the TCP
-/// connection is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 4096;
 /// How long an acknowledgement waits before it is applied. Frames due in
@@ -103,89 +102,11 @@ async fn upgrade(
         .on_upgrade(move |socket| run(s, socket, Peer { addr: peer, ip }, token.zip(identity)))
 }
 
-/// Frames on their way to one socket: a bounded queue, and a kill switch for
-/// a client that stopped reading (its queue is full, its writer blocked).
-#[derive(Clone)]
-struct Outbox {
-    queue: mpsc::Sender<Message>,
-    kill: Arc<tokio::sync::watch::Sender<Option<String>>>,
-}
-
-impl Outbox {
-    /// Queues a frame; a client too slow to keep its queue below the bound is
-    /// disconnected rather than buffered without limit or allowed to slow others.
-    fn send(&self, frame: Value) {
-        self.send_text(frame.to_string());
-    }
-
-    fn send_text(&self, frame: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.queue.try_send(Message::Text(frame.into()))
-        {
-            tracing::info!("closing a WebSocket whose client does not read");
-            self.kill("Too slow: frames were not read");
-        }
-    }
-
-    fn close(&self, code: u16, reason: &str) {
-        let _ = self.queue.try_send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })));
-    }
-
-    fn kill(&self, reason: &str) {
-        self.kill.send_replace(Some(reason.to_owned()));
-    }
-
-    fn is_closed(&self) -> bool {
-        self.queue.is_closed() || self.kill.borrow().is_some()
-    }
-}
-
 /// The socket's life: authentication, then requests, subscriptions and pings.
 async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(String, Identity)>) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let config = s.config.websocket.clone();
-    let (queue, mut queued) = mpsc::channel::<Message>(config.max_queued_frames);
-    let (kill, mut killed) = tokio::sync::watch::channel(None::<String>);
-    let out = Outbox {
-        queue,
-        kill: Arc::new(kill),
-    };
-    // The writer keeps the kill switch alive so that it only fires when used,
-    // not when the reader side is dropped with frames still queued.
-    let kill_switch = out.kill.clone();
-
-    // The writer: the only task touching the sink. When killed it abandons
-    // whatever send is stuck and tries, briefly, to say why.
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                message = queued.recv() => {
-                    let Some(message) = message else { break };
-                    let closing = matches!(message, Message::Close(_));
-                    tokio::select! {
-                        sent = sink.send(message) => if sent.is_err() || closing { break },
-                        _ = killed.changed() => break,
-                    }
-                }
-                _ = killed.changed() => break,
-            }
-        }
-        let reason = killed.borrow().clone();
-        drop(kill_switch);
-        if let Some(reason) = reason {
-            let close = Message::Close(Some(CloseFrame {
-                code: CLOSE_POLICY,
-                reason: reason.into(),
-            }));
-            // What was queued is dropped; the close frame goes out after the bytes
-            // already in flight, if the client reads again within the grace period.
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-    });
+    let (out, writer) = Outbox::start(sink, config.max_queued_frames);
 
     let (token, identity) = match auth {
         Some(auth) => auth,
@@ -239,10 +160,7 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
                     connection.close(CLOSE_POLICY, "No pong: the connection is considered dead");
                     break;
                 }
-                if out.queue.try_send(Message::Ping(Default::default())).is_err() {
-                    out.kill("Too slow: frames were not read");
-                    break;
-                }
+                out.send_message(Message::Ping(Default::default()));
             }
             _ = stopping.wait_for(|stop| *stop) => {
                 connection.close(CLOSE_AWAY, "The server is stopping");
@@ -260,7 +178,7 @@ async fn run(s: Arc<Services>, socket: WebSocket, peer: Peer, auth: Option<(Stri
     // What the client acknowledged counts, however the socket ended.
     connection.apply_ack();
     drop(connection);
-    if out.kill.borrow().is_none() {
+    if !out.is_killed() {
         out.close(CLOSE_AWAY, "Closing");
     }
     drop(out);
