@@ -111,25 +111,29 @@ enum Scenario {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         grace: u64,
     },
-    /// The fanout scenario over /sync long-poll, then over bigd's WebSocket
-    /// transport (messages sent over a socket too); both latencies side by side.
+    /// The fanout scenario over /sync long-poll and over bigd's WebSocket
+    /// transport (messages sent over a socket too), in alternating rounds;
+    /// both latencies side by side.
     WsFanout {
-        /// Receivers in the room (each phase registers its own).
+        /// Receivers in the room (each transport registers its own).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         receivers: u64,
         /// Messages per second.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
-        /// How long each phase sends.
+        /// How long each transport sends, over all its rounds.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
-        /// How long to wait after the last send for receivers to catch up.
+        /// How long to wait after a round's last send for receivers to catch up.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
         grace: u64,
-        /// Run the socket phase first (the second phase writes into a
-        /// database the first one filled).
+        /// Start each other pair of rounds with the sockets (the first pair
+        /// included); without it the first pair starts with /sync.
         #[arg(long)]
         sockets_first: bool,
+        /// Rounds per transport; 1 runs one transport after the other.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        rounds: u64,
     },
     /// A group of M members, each with a pusher to a push gateway this tool
     /// runs on loopback; one sender at a fixed rate. Notifications/s and the
@@ -264,7 +268,19 @@ async fn run(ctx: &Ctx, scenario: &Scenario) -> Outcome {
             seconds,
             grace,
             sockets_first,
-        } => ws::ws_fanout(ctx, n(receivers), rate, seconds, grace, sockets_first).await,
+            rounds,
+        } => {
+            ws::ws_fanout(
+                ctx,
+                n(receivers),
+                rate,
+                seconds,
+                grace,
+                sockets_first,
+                rounds,
+            )
+            .await
+        }
         Scenario::WsIdle {
             users,
             sockets,

@@ -562,12 +562,34 @@ async fn receive(
     got
 }
 
-/// One sender, `receivers` long-polling `/sync`; latency from send to receipt.
-pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace: u64) -> Outcome {
-    let sender = ctx.register_users("sender", 1).await?.remove(0);
+/// The receiving side of a fanout over `/sync`: a room with a sender and
+/// `receivers` members long-polling it until `stop`.
+pub struct PollingRoom {
+    pub sender: Client,
+    pub room: String,
+    /// Tags this run's messages, so that receivers count only those.
+    pub run: String,
+    pub total: Arc<AtomicU64>,
+    pub tasks: Vec<tokio::task::JoinHandle<Received>>,
+}
+
+/// Registers the sender and receivers (`label` names them), makes them
+/// members, and starts the receivers' long-poll loops after an initial sync.
+pub async fn polling_room(
+    ctx: &Ctx,
+    label: &str,
+    receivers: usize,
+    stop: &watch::Receiver<bool>,
+) -> Result<PollingRoom, String> {
+    let sender = ctx
+        .register_users(&format!("{label}sender"), 1)
+        .await?
+        .remove(0);
     ctx.require_sync(&sender).await?;
-    let clients = ctx.register_users("receiver", receivers).await?;
-    let room = ctx.public_room(&sender, "fanout").await?;
+    let clients = ctx
+        .register_users(&format!("{label}receiver"), receivers)
+        .await?;
+    let room = ctx.public_room(&sender, label).await?;
     ctx.join_all(&clients, &room).await?;
 
     eprintln!("setup: initial sync of {receivers} receiver(s)");
@@ -587,10 +609,9 @@ pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace:
         );
     }
 
-    let run = ctx.prefix.clone();
+    let run = format!("{}-{label}", ctx.prefix);
     let total = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = clients
+    let tasks = clients
         .into_iter()
         .zip(tokens)
         .map(|(c, since)| {
@@ -600,10 +621,29 @@ pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace:
                 run.clone(),
                 since,
                 total.clone(),
-                stop_rx.clone(),
+                stop.clone(),
             ))
         })
         .collect();
+    Ok(PollingRoom {
+        sender,
+        room,
+        run,
+        total,
+        tasks,
+    })
+}
+
+/// One sender, `receivers` long-polling `/sync`; latency from send to receipt.
+pub async fn fanout(ctx: &Ctx, receivers: usize, rate: f64, seconds: u64, grace: u64) -> Outcome {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let PollingRoom {
+        sender,
+        room,
+        run,
+        total,
+        tasks,
+    } = polling_room(ctx, "fanout", receivers, &stop_rx).await?;
 
     let to_send = (rate * seconds as f64).round().max(1.0) as u64;
     eprintln!("measuring: {to_send} messages at {rate}/s to {receivers} receiver(s)");

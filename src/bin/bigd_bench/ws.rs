@@ -19,7 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::client::{Client, ReqError, SyncResponse};
 use super::scenarios::{
     Ctx, FANOUT_FILTER, Outcome, Received, Report, await_deliveries, collect_receivers,
-    epoch_micros, fanout, per_second, tagged_message,
+    epoch_micros, per_second, polling_room, tagged_message,
 };
 use super::stats::{Errors, Latencies, Phase, round3};
 
@@ -204,101 +204,210 @@ async fn send_message(
     }
 }
 
-/// The socket half of `ws-fanout`: one sender socket, `receivers` subscribed sockets.
-async fn fanout_over_sockets(
-    ctx: &Ctx,
-    receivers: usize,
-    rate: f64,
-    seconds: u64,
-    grace: u64,
-) -> Outcome {
-    let sender = ctx.register_users("wssender", 1).await?.remove(0);
-    let clients = ctx.register_users("wsreceiver", receivers).await?;
-    let room = ctx.public_room(&sender, "ws-fanout").await?;
-    ctx.join_all(&clients, &room).await?;
-
-    eprintln!("setup: {receivers} receiver socket(s) subscribe");
-    let mut sockets = Vec::with_capacity(receivers);
-    for client in &clients {
-        let mut socket = connect(client)
-            .await
-            .map_err(|e| format!("setup failed: {e}"))?;
-        subscribe(&mut socket, FANOUT_FILTER)
-            .await
-            .map_err(|e| format!("setup failed: {e}"))?;
-        sockets.push(socket);
-    }
-    let mut sender_socket = connect(&sender)
-        .await
-        .map_err(|e| format!("setup failed: {e}"))?;
-
-    let run = format!("{}-ws", ctx.prefix);
-    let total = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .map(|socket| {
-            tokio::spawn(receive(
-                socket,
-                room.clone(),
-                run.clone(),
-                total.clone(),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
-
-    let to_send = (rate * seconds as f64).round().max(1.0) as u64;
-    eprintln!("measuring: {to_send} messages at {rate}/s to {receivers} socket(s)");
-    let (phase, rss) = Phase::begin(ctx.probe);
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let mut send_latency = Latencies::default();
-    let mut errors = Errors::default();
-    for seq in 0..to_send {
-        ticks.tick().await;
-        let content = tagged_message(&run, seq);
-        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/ws-fanout-{seq}");
-        let t = Instant::now();
-        match send_message(&mut sender_socket, &seq.to_string(), &path, &content).await {
-            Ok(()) => send_latency.push(t.elapsed()),
-            Err(e) => errors.add(&e),
-        }
-    }
-    let sending = phase.elapsed();
-    let expected = send_latency.len() as u64 * receivers as u64;
-    await_deliveries(&total, expected, grace).await;
-    let done = phase.end(rss);
-    let _ = stop_tx.send(true);
-    let _ = sender_socket.close(None).await;
-
-    let got = collect_receivers(tasks).await?;
-    errors.merge(got.errors);
-    let (latency, received) = (got.latency, got.received);
-    let (duplicates, frames) = (got.duplicates, got.requests);
-    let sent = send_latency.len() as u64;
-    Ok(Report {
-        params: json!({ "receivers": receivers, "rate": rate, "seconds": seconds, "grace_seconds": grace }),
-        results: json!({
-            "room_id": room,
-            "messages_sent": sent,
-            "send_rate_achieved": per_second(sent, sending),
-            "send_latency_ms": send_latency.summary(),
-            "expected": expected,
-            "received": received,
-            "missing": expected.saturating_sub(received),
-            "duplicates": duplicates,
-            "sync_frames": frames,
-            "delivery_latency_ms": latency.summary(),
-        }),
-        server: done.server_json(ctx.probe.map(|p| p.pid), Some(("messages", sent))),
-        errors,
-        bench_cpu_seconds: done.own_cpu_seconds,
-        failed_check: received < expected,
-    })
+/// How one side of `ws-fanout` sends: over HTTP, or as request frames on a socket.
+enum Via {
+    Http(Client),
+    Socket(Box<Socket>),
 }
 
-/// `ws-fanout`: the same fanout over `/sync` long-poll, then over sockets
-/// (or the other way round).
+/// One transport's side of `ws-fanout`: a room, its receivers (running
+/// until the end), its sender, and what its rounds measured.
+struct Side {
+    room: String,
+    run: String,
+    receivers: usize,
+    total: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Received>>,
+    via: Via,
+    next_seq: u64,
+    send_latency: Latencies,
+    errors: Errors,
+    /// Time spent sending, over all rounds.
+    sending: Duration,
+    server_cpu_seconds: Option<f64>,
+    own_cpu_seconds: Option<f64>,
+}
+
+impl Side {
+    /// The `/sync` side: receivers long-poll, the sender sends over HTTP.
+    async fn polling(
+        ctx: &Ctx,
+        receivers: usize,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Self, String> {
+        let polled = polling_room(ctx, "poll", receivers, stop).await?;
+        Ok(Self::new(
+            polled.room,
+            polled.run,
+            receivers,
+            polled.total,
+            polled.tasks,
+            Via::Http(polled.sender),
+        ))
+    }
+
+    /// The socket side: receivers on subscribed sockets that ack every frame,
+    /// the sender sending request frames on a socket of its own.
+    async fn socketed(
+        ctx: &Ctx,
+        receivers: usize,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Self, String> {
+        let sender = ctx.register_users("wssender", 1).await?.remove(0);
+        let clients = ctx.register_users("wsreceiver", receivers).await?;
+        let room = ctx.public_room(&sender, "ws-fanout").await?;
+        ctx.join_all(&clients, &room).await?;
+
+        eprintln!("setup: {receivers} receiver socket(s) subscribe");
+        let failed = |e: ReqError| format!("setup failed: {e}");
+        let mut sockets = Vec::with_capacity(receivers);
+        for client in &clients {
+            let mut socket = connect(client).await.map_err(failed)?;
+            subscribe(&mut socket, FANOUT_FILTER)
+                .await
+                .map_err(failed)?;
+            sockets.push(socket);
+        }
+        let sender_socket = connect(&sender).await.map_err(failed)?;
+
+        let run = format!("{}-ws", ctx.prefix);
+        let total = Arc::new(AtomicU64::new(0));
+        let tasks = sockets
+            .into_iter()
+            .map(|socket| {
+                tokio::spawn(receive(
+                    socket,
+                    room.clone(),
+                    run.clone(),
+                    total.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Ok(Self::new(
+            room,
+            run,
+            receivers,
+            total,
+            tasks,
+            Via::Socket(Box::new(sender_socket)),
+        ))
+    }
+
+    fn new(
+        room: String,
+        run: String,
+        receivers: usize,
+        total: Arc<AtomicU64>,
+        tasks: Vec<tokio::task::JoinHandle<Received>>,
+        via: Via,
+    ) -> Self {
+        Self {
+            room,
+            run,
+            receivers,
+            total,
+            tasks,
+            via,
+            next_seq: 0,
+            send_latency: Latencies::default(),
+            errors: Errors::default(),
+            sending: Duration::ZERO,
+            server_cpu_seconds: Some(0.0),
+            own_cpu_seconds: Some(0.0),
+        }
+    }
+
+    /// Sends the next tagged message and waits for its response.
+    async fn send_next(&mut self) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let content = tagged_message(&self.run, seq);
+        let t = Instant::now();
+        let sent = match &mut self.via {
+            Via::Http(client) => client
+                .send(&self.room, &format!("fanout-{seq}"), &content)
+                .await
+                .map(drop),
+            Via::Socket(socket) => {
+                let room = &self.room;
+                let path =
+                    format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/ws-fanout-{seq}");
+                send_message(socket, &seq.to_string(), &path, &content).await
+            }
+        };
+        match sent {
+            Ok(()) => self.send_latency.push(t.elapsed()),
+            Err(e) => self.errors.add(&e),
+        }
+    }
+
+    /// One round: `count` messages at `rate`, then a wait until every
+    /// receiver has them (at most `grace`), so that rounds never overlap.
+    async fn round(&mut self, ctx: &Ctx, count: u64, rate: f64, grace: u64) {
+        let (phase, _) = Phase::begin(ctx.probe);
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        for _ in 0..count {
+            ticks.tick().await;
+            self.send_next().await;
+        }
+        self.sending += phase.elapsed();
+        let expected = self.send_latency.len() as u64 * self.receivers as u64;
+        await_deliveries(&self.total, expected, grace).await;
+        let done = phase.end(None);
+        let add = |sum: Option<f64>, part: Option<f64>| Some(sum? + part?);
+        self.server_cpu_seconds = add(self.server_cpu_seconds, done.cpu_seconds);
+        self.own_cpu_seconds = add(self.own_cpu_seconds, done.own_cpu_seconds);
+    }
+
+    /// Collects the receivers (stopped by then) into the side's report.
+    async fn report(self, ctx: &Ctx, params: &Value) -> Outcome {
+        if let Via::Socket(mut socket) = self.via {
+            let _ = (*socket).close(None).await;
+        }
+        let got = collect_receivers(self.tasks).await?;
+        let mut errors = self.errors;
+        errors.merge(got.errors);
+        let sent = self.send_latency.len() as u64;
+        let expected = sent * self.receivers as u64;
+        let cpu = self.server_cpu_seconds.map(round3);
+        let server = match ctx.probe {
+            Some(probe) => json!({
+                "pid": probe.pid,
+                "cpu_seconds": cpu,
+                "cpu_seconds_per_1000_messages": cpu.filter(|_| sent > 0).map(|c| round3(c * 1000.0 / sent as f64)),
+            }),
+            None => Value::Null,
+        };
+        Ok(Report {
+            params: params.clone(),
+            results: json!({
+                "room_id": self.room,
+                "messages_sent": sent,
+                "send_rate_achieved": per_second(sent, self.sending),
+                "send_latency_ms": self.send_latency.summary(),
+                "expected": expected,
+                "received": got.received,
+                "missing": expected.saturating_sub(got.received),
+                "duplicates": got.duplicates,
+                "limited_timelines": got.limited,
+                "requests_or_frames": got.requests,
+                "delivery_latency_ms": got.latency.summary(),
+            }),
+            server,
+            errors,
+            bench_cpu_seconds: self.own_cpu_seconds.map(round3),
+            failed_check: got.received < expected,
+        })
+    }
+}
+
+/// `ws-fanout`: the fanout scenario over `/sync` long-poll and over sockets,
+/// each in its own room with its own users, in alternating rounds. Each
+/// transport's messages are split into `rounds` rounds, run in pairs whose
+/// order alternates (sync-ws, ws-sync, ...; `sockets_first` starts with the
+/// socket), so that a machine growing busier or quieter during the run
+/// weighs on both alike. A round ends when all its messages are delivered.
 pub async fn ws_fanout(
     ctx: &Ctx,
     receivers: usize,
@@ -306,24 +415,37 @@ pub async fn ws_fanout(
     seconds: u64,
     grace: u64,
     sockets_first: bool,
+    rounds: u64,
 ) -> Outcome {
-    let (polled, socketed) = if sockets_first {
-        eprintln!("phase 1 of 2: WebSocket");
-        let socketed = fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?;
-        eprintln!("phase 2 of 2: /sync long-poll");
-        (
-            fanout(ctx, receivers, rate, seconds, grace).await?,
-            socketed,
-        )
-    } else {
-        eprintln!("phase 1 of 2: /sync long-poll");
-        let polled = fanout(ctx, receivers, rate, seconds, grace).await?;
-        eprintln!("phase 2 of 2: WebSocket");
-        (
-            polled,
-            fanout_over_sockets(ctx, receivers, rate, seconds, grace).await?,
-        )
-    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut polled = Side::polling(ctx, receivers, &stop_rx).await?;
+    let mut socketed = Side::socketed(ctx, receivers, &stop_rx).await?;
+
+    let to_send = (rate * seconds as f64).round().max(1.0) as u64;
+    let rounds = rounds.clamp(1, to_send);
+    eprintln!(
+        "measuring: {to_send} messages at {rate}/s to {receivers} receiver(s) per transport, in {rounds} round(s) each"
+    );
+    for round in 0..rounds {
+        // An even split, the remainder going to the first rounds.
+        let count = to_send / rounds + u64::from(round < to_send % rounds);
+        let sockets_now = sockets_first ^ (round % 2 == 1);
+        let (first, second) = if sockets_now {
+            (&mut socketed, &mut polled)
+        } else {
+            (&mut polled, &mut socketed)
+        };
+        first.round(ctx, count, rate, grace).await;
+        second.round(ctx, count, rate, grace).await;
+    }
+    let _ = stop_tx.send(true);
+
+    let params = json!({
+        "receivers": receivers, "rate": rate, "seconds": seconds, "grace_seconds": grace,
+        "rounds": rounds, "sockets_first": sockets_first,
+    });
+    let polled = polled.report(ctx, &params).await?;
+    let socketed = socketed.report(ctx, &params).await?;
     let p50 = |r: &Report| r.results["delivery_latency_ms"]["p50"].as_f64();
     let ratio = match (p50(&polled), p50(&socketed)) {
         (Some(sync), Some(ws)) if ws > 0.0 => Some(round3(sync / ws)),
@@ -332,11 +454,7 @@ pub async fn ws_fanout(
     let mut errors = polled.errors.clone();
     errors.merge(socketed.errors.clone());
     Ok(Report {
-        params: {
-            let mut params = socketed.params.clone();
-            params["sockets_first"] = json!(sockets_first);
-            params
-        },
+        params,
         results: json!({
             "p50_sync_over_ws": ratio,
             "sync": polled.results,
