@@ -28,7 +28,7 @@ pub const PATH: &str = "/_matrix/client/unstable/ai.iambig/ws";
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Bytes a socket reads at a time.
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 fn ws_error(what: &str, e: impl std::fmt::Display) -> ReqError {
     ReqError {
@@ -49,9 +49,10 @@ async fn connect(client: &Client) -> Result<Socket, ReqError> {
         .parse()
         .map_err(|e| ws_error("building the upgrade request", e))?;
     request.headers_mut().insert("Authorization", bearer);
-    // tungstenite zero-fills its whole read buffer before every read; at the
-    // default 128 KiB that memset was a fifth of the tool's CPU. Frames here
-    // are a few KiB, and a larger one is still read, in several reads.
+    // tungstenite zero-fills its whole read buffer before every read: at the
+    // default 128 KiB that memset was a fifth of the tool's CPU, at 16 KiB
+    // still half of each read. Frames here are a few KiB, and a larger one
+    // is still read, in several reads (the server reads 4 KiB at a time too).
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(Duration::from_secs(10), connecting).await {
@@ -122,8 +123,15 @@ struct ServerFrame {
     body: Option<SyncResponse>,
 }
 
-/// One receiver socket until `stop`: takes the run's messages and acks each
-/// frame. A frame's time of arrival is taken before it is parsed, as over `/sync`.
+/// How long a receiver waits after a frame before acknowledging it: a group
+/// message reaches every member's socket at once, and an ack per frame would
+/// be written (and read by the server) while the others are still being sent
+/// theirs. A later frame within the wait replaces the pending ack.
+const ACK_AFTER_QUIET: Duration = Duration::from_millis(2);
+
+/// One receiver socket until `stop`: takes the run's messages and acks the
+/// frames once they stop coming for `ACK_AFTER_QUIET`. A frame's time of
+/// arrival is taken before it is parsed, as over `/sync`.
 async fn receive(
     mut socket: Socket,
     room: String,
@@ -132,11 +140,20 @@ async fn receive(
     mut stop: watch::Receiver<bool>,
 ) -> Received {
     let mut got = Received::default();
+    let mut pending_ack: Option<String> = None;
     while !*stop.borrow() {
         let text = tokio::select! {
             biased;
             _ = stop.changed() => break,
             f = next_text(&mut socket) => f,
+            () = tokio::time::sleep(ACK_AFTER_QUIET), if pending_ack.is_some() => {
+                let ack = json!({ "op": "ack", "next_batch": pending_ack.take() });
+                if let Err(e) = send_frame(&mut socket, ack).await {
+                    got.errors.add(&e);
+                    break;
+                }
+                continue;
+            }
         };
         let text = match text {
             Ok(text) => text,
@@ -158,11 +175,7 @@ async fn receive(
         match frame.body {
             Some(resp) => {
                 total.fetch_add(got.take(&resp, &room, &run, arrived), Ordering::Relaxed);
-                let ack = json!({ "op": "ack", "next_batch": resp.next_batch });
-                if let Err(e) = send_frame(&mut socket, ack).await {
-                    got.errors.add(&e);
-                    break;
-                }
+                pending_ack = Some(resp.next_batch);
             }
             None => got.errors.add(&ws_error("parsing a sync frame", "no body")),
         }
