@@ -253,7 +253,13 @@ impl TestServer {
 
 /// A server where alice created a public room that bob joined.
 pub async fn alice_and_bob_in_a_public_room() -> (TestServer, Session, Session, String) {
-    let s = TestServer::start().await;
+    alice_and_bob_in_a_public_room_of(TestServer::start().await).await
+}
+
+/// [`alice_and_bob_in_a_public_room`] on a server started with its own config.
+pub async fn alice_and_bob_in_a_public_room_of(
+    s: TestServer,
+) -> (TestServer, Session, Session, String) {
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
     let room = s

@@ -22,12 +22,23 @@ fn ws_url(s: &TestServer) -> String {
 
 /// Connects with the token in the Authorization header.
 async fn connect(s: &TestServer, who: &Session) -> Socket {
+    connect_async(authorized_upgrade(s, who))
+        .await
+        .expect("upgrade")
+        .0
+}
+
+/// The upgrade request, with the token in the Authorization header.
+fn authorized_upgrade(
+    s: &TestServer,
+    who: &Session,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = ws_url(s).into_client_request().unwrap();
     request.headers_mut().insert(
         "Authorization",
         format!("Bearer {}", who.token).parse().unwrap(),
     );
-    connect_async(request).await.expect("upgrade").0
+    request
 }
 
 /// Connects and authenticates with the first frame, as a browser does.
@@ -448,17 +459,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
 /// Connects like `connect`, over a TCP socket with a small receive buffer,
 /// so that a client that does not read soon fills what the kernel holds.
 async fn connect_with_small_buffer(s: &TestServer, who: &Session) -> Socket {
-    let mut request = ws_url(s).into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", who.token).parse().unwrap(),
-    );
     let addr = s.base.trim_start_matches("http://").parse().unwrap();
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(16 * 1024).unwrap();
     let stream = tcp.connect(addr).await.unwrap();
     let stream = MaybeTlsStream::Plain(stream);
-    tokio_tungstenite::client_async(request, stream)
+    tokio_tungstenite::client_async(authorized_upgrade(s, who), stream)
         .await
         .expect("upgrade")
         .0
@@ -468,13 +474,8 @@ async fn connect_with_small_buffer(s: &TestServer, who: &Session) -> Socket {
 async fn a_client_that_pauses_reading_gets_every_frame_in_order() {
     // Frames go straight to the socket while it takes them, and queue once
     // it does not; the queue is large enough here that nobody is cut off.
-    let s = TestServer::start_with(|c| c.websocket.max_queued_frames = 1000).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
+    let server = TestServer::start_with(|c| c.websocket.max_queued_frames = 1000).await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room_of(server).await;
     let mut paused = connect_with_small_buffer(&s, &bob).await;
     send(&mut paused, json!({ "id": "s", "op": "sync" })).await;
     let first = next_sync(&mut paused).await;
