@@ -864,14 +864,8 @@ async fn in_a_group_each_member_gets_their_own_actions() {
 /// after the room has seen messages counts from the next message on.
 #[tokio::test]
 async fn pusher_rule_and_member_changes_count_from_the_next_message() {
-    let s = quick_retries().await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room_of(quick_retries().await).await;
     let carol = s.register("carol").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
     s.send_ok(&alice, &room, "before any pusher").await;
 
     let gateway = Gateway::start().await;

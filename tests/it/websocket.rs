@@ -392,14 +392,9 @@ async fn reconnecting_with_the_last_ack_loses_and_repeats_nothing() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
-    let s = TestServer::start_with(|c| c.websocket.max_queued_frames = 8).await;
-    let alice = s.register("alice").await;
-    let bob = s.register("bob").await;
+    let server = TestServer::start_with(|c| c.websocket.max_queued_frames = 8).await;
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room_of(server).await;
     let carol = s.register("carol").await;
-    let room = s
-        .create_room(&alice, json!({ "preset": "public_chat" }))
-        .await;
-    s.join(&bob, &room).await;
     s.join(&carol, &room).await;
 
     // Bob's socket asks for a flood of large responses and never reads them.
